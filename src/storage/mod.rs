@@ -1,0 +1,42 @@
+//! Durable storage for the Raft log: the read side is [`crate::raft::Storage`]; the write
+//! side is [`LogStore::write`], called by the shell with what a [`crate::raft::Ready`] asks
+//! to persist.
+
+use crate::raft::{Entry, HardState, LogIndex, Snapshot, Storage, StorageError};
+
+/// One atomic, durable write: everything a single Ready (or a group of Readies merged by
+/// group commit) asks to persist.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// A snapshot received from the leader: replaces the whole log (every stored entry is
+    /// dropped) and becomes the latest snapshot. Applied before `entries`.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append. If `entries[0].index` is at or below the last stored index, the
+    /// stored suffix from that index on is removed first, in the same transaction (Raft
+    /// §5.3; SCENARIOS C3).
+    pub entries: Vec<Entry>,
+    /// Hard state to store (term, vote and commit in one record; SCENARIOS C2).
+    pub hard_state: Option<HardState>,
+}
+
+impl WriteBatch {
+    /// True if there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// The write side of a durable log. Methods take `&self` so the store can be shared between
+/// the core (reads) and a writer thread (writes) behind an `Arc`.
+pub trait LogStore: Storage + Send + Sync {
+    /// Persists `batch` atomically and durably (fsync before returning). On error nothing of
+    /// the batch is visible.
+    fn write(&self, batch: &WriteBatch) -> Result<(), StorageError>;
+    /// Installs a snapshot the local state machine took at `snapshot.meta.index` (which must
+    /// be applied and so stored) and drops entries up to that index. Durable on return.
+    fn compact(&self, snapshot: Snapshot) -> Result<(), StorageError>;
+    /// Highest index whose entry is stored. Convenience for status pages.
+    fn last_stored_index(&self) -> Result<LogIndex, StorageError> {
+        self.last_index()
+    }
+}
