@@ -1,5 +1,8 @@
 //! tonic services over the actors, and the controller process bootstrap.
 
+pub mod convert;
+pub mod forward;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

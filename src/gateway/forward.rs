@@ -1,0 +1,341 @@
+//! Followers forward client and agent calls to the leader (DESIGN.md "API": "Followers forward
+//! client and agent calls to the leader; errors use standard gRPC codes with a leader hint").
+//!
+//! What this file owns:
+//! - [`LeaderView`], the gateway's picture of who leads, kept current by the
+//!   [`LeadershipWatcher`] actor (a subscriber of the raft actor's
+//!   [`LeadershipChanged`] messages) through a `tokio::sync::watch` channel, so long polls can
+//!   be cancelled the moment leadership moves (issue 4 §7, scenario S11);
+//! - [`Router`], which decides per call whether to serve it here or forward it, hands out one
+//!   reused channel per peer, and bounds forwarding to a single hop: a forwarded call carries
+//!   [`FORWARDED_HEADER`] and is never forwarded again (a follower that receives one answers
+//!   UNAVAILABLE with a hint instead, so two controllers with stale views cannot bounce a
+//!   call between them forever).
+//!
+//! A leader hint travels in the `x-mlcp-leader` response metadata as `ID@ADDRESS` (either
+//! part may be empty when unknown).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler};
+use tokio::sync::watch;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::actors::LeadershipChanged;
+use crate::raft::{NodeId, Term};
+
+/// Request metadata key set on a forwarded call (value: the forwarding controller's id).
+pub const FORWARDED_HEADER: &str = "x-mlcp-forwarded-by";
+/// Response metadata key carrying the leader hint, `ID@ADDRESS`.
+pub const LEADER_HEADER: &str = "x-mlcp-leader";
+
+/// Who leads, as this controller knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaderView {
+    /// True if this controller is the leader.
+    pub is_leader: bool,
+    /// The known leader (possibly this controller), if any.
+    pub leader: Option<NodeId>,
+    /// Term of the view.
+    pub term: Term,
+}
+
+impl From<LeadershipChanged> for LeaderView {
+    fn from(m: LeadershipChanged) -> Self {
+        LeaderView {
+            is_leader: m.is_leader,
+            leader: m.leader,
+            term: m.term,
+        }
+    }
+}
+
+/// Subscriber of [`LeadershipChanged`] that publishes it on a watch channel for the gateway.
+pub struct LeadershipWatcher {
+    tx: watch::Sender<LeaderView>,
+}
+
+impl LeadershipWatcher {
+    /// A watcher publishing on `tx`.
+    pub fn new(tx: watch::Sender<LeaderView>) -> Self {
+        LeadershipWatcher { tx }
+    }
+}
+
+impl Actor for LeadershipWatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<LeadershipChanged> for LeadershipWatcher {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
+        self.tx.send_replace(msg.into());
+    }
+}
+
+/// Where a call should be served.
+pub enum Route {
+    /// Serve it on this controller.
+    Local,
+    /// Forward it over this channel (to the leader); the request already carries the hop mark.
+    Forward(Channel),
+}
+
+/// Peer gRPC addresses and one lazily connected, reused channel per peer.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+struct RouterInner {
+    self_id: NodeId,
+    leader: watch::Receiver<LeaderView>,
+    addresses: RwLock<BTreeMap<NodeId, String>>,
+    channels: RwLock<BTreeMap<NodeId, Channel>>,
+    forward_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Router {
+    /// A router for controller `self_id`. `addresses` maps every known member to its gRPC
+    /// address (`host:port`, no scheme); forwarded calls time out after `forward_timeout`.
+    pub fn new(
+        self_id: NodeId,
+        leader: watch::Receiver<LeaderView>,
+        addresses: BTreeMap<NodeId, String>,
+        forward_timeout: Duration,
+    ) -> Self {
+        Router {
+            inner: Arc::new(RouterInner {
+                self_id,
+                leader,
+                addresses: RwLock::new(addresses),
+                channels: RwLock::new(BTreeMap::new()),
+                forward_timeout,
+                connect_timeout: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// This controller's id.
+    pub fn self_id(&self) -> NodeId {
+        self.inner.self_id
+    }
+
+    /// The current leader view.
+    pub fn view(&self) -> LeaderView {
+        *self.inner.leader.borrow()
+    }
+
+    /// A receiver that changes whenever the leader view does.
+    pub fn subscribe(&self) -> watch::Receiver<LeaderView> {
+        self.inner.leader.clone()
+    }
+
+    /// Record (or replace) a member's address, e.g. after a membership change.
+    pub fn set_address(&self, id: NodeId, address: String) {
+        let mut addrs = self
+            .inner
+            .addresses
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if addrs.get(&id) != Some(&address) {
+            addrs.insert(id, address);
+            self.inner
+                .channels
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    }
+
+    /// The gRPC address of member `id`, if known.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        self.inner
+            .addresses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Every known member address, by id.
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.inner
+            .addresses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The leader hint for responses and errors: `(leader id or 0, address or "")`.
+    pub fn leader_hint(&self) -> (u64, String) {
+        match self.view().leader {
+            Some(id) => (id.get(), self.address_of(id).unwrap_or_default()),
+            None => (0, String::new()),
+        }
+    }
+
+    /// UNAVAILABLE carrying the leader hint in `x-mlcp-leader`.
+    pub fn unavailable(&self, why: &str) -> Status {
+        let (id, addr) = self.leader_hint();
+        unavailable_with_hint(why, id, &addr)
+    }
+
+    /// Decide where a call that must run on the leader is served. On a follower with a known
+    /// leader, marks `req` as forwarded and returns the leader's channel; a call that was
+    /// already forwarded once, or a follower that knows no leader, gets UNAVAILABLE with the
+    /// best hint available.
+    pub fn route<T>(&self, req: &mut Request<T>) -> Result<Route, Status> {
+        let view = self.view();
+        if view.is_leader {
+            return Ok(Route::Local);
+        }
+        if req.metadata().contains_key(FORWARDED_HEADER) {
+            return Err(self.unavailable("not the leader (call was already forwarded once)"));
+        }
+        let Some(leader) = view.leader.filter(|l| *l != self.inner.self_id) else {
+            return Err(self.unavailable("no leader is known yet; retry shortly"));
+        };
+        let channel = self.channel(leader)?;
+        let value = MetadataValue::try_from(self.inner.self_id.get().to_string())
+            .map_err(|_| Status::internal("forward header"))?;
+        req.metadata_mut().insert(FORWARDED_HEADER, value);
+        req.set_timeout(self.inner.forward_timeout);
+        Ok(Route::Forward(channel))
+    }
+
+    /// True if the call arrived as a forward from another controller.
+    pub fn was_forwarded<T>(req: &Request<T>) -> bool {
+        req.metadata().contains_key(FORWARDED_HEADER)
+    }
+
+    /// The reused channel to `peer` (created lazily on first use; tonic reconnects it as
+    /// needed).
+    pub fn channel(&self, peer: NodeId) -> Result<Channel, Status> {
+        if let Some(ch) = self
+            .inner
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+        {
+            return Ok(ch.clone());
+        }
+        let Some(addr) = self.address_of(peer) else {
+            return Err(self.unavailable(&format!("leader {peer} has no known address")));
+        };
+        let uri = if addr.contains("://") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| Status::internal(format!("bad address {addr:?} for member {peer}: {e}")))?
+            .connect_timeout(self.inner.connect_timeout)
+            .timeout(self.inner.forward_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        self.inner
+            .channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, channel.clone());
+        Ok(channel)
+    }
+
+    /// Timeout applied to forwarded calls.
+    pub fn forward_timeout(&self) -> Duration {
+        self.inner.forward_timeout
+    }
+}
+
+/// UNAVAILABLE with the leader hint `id@addr` in `x-mlcp-leader` (id 0 = unknown).
+pub fn unavailable_with_hint(why: &str, leader_id: u64, leader_addr: &str) -> Status {
+    let msg = if leader_id == 0 {
+        format!("{why} (leader unknown)")
+    } else {
+        format!("{why} (leader: {leader_id} at {leader_addr})")
+    };
+    let mut status = Status::unavailable(msg);
+    if leader_id != 0 || !leader_addr.is_empty() {
+        let hint = if leader_id == 0 {
+            format!("@{leader_addr}")
+        } else {
+            format!("{leader_id}@{leader_addr}")
+        };
+        if let Ok(v) = MetadataValue::try_from(hint) {
+            status.metadata_mut().insert(LEADER_HEADER, v);
+        }
+    }
+    status
+}
+
+/// Parse a `x-mlcp-leader` value `ID@ADDRESS` into `(id, address)`; `None` if absent or
+/// malformed. Clients use this to go to the leader directly.
+pub fn parse_leader_hint(status: &Status) -> Option<(u64, String)> {
+    let raw = status.metadata().get(LEADER_HEADER)?.to_str().ok()?;
+    let (id, addr) = raw.split_once('@')?;
+    let id = if id.is_empty() { 0 } else { id.parse().ok()? };
+    Some((id, addr.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(view: LeaderView) -> (Router, watch::Sender<LeaderView>) {
+        let (tx, rx) = watch::channel(view);
+        let addrs = BTreeMap::from([
+            (NodeId(1), "127.0.0.1:1".to_string()),
+            (NodeId(2), "127.0.0.1:2".to_string()),
+        ]);
+        (
+            Router::new(NodeId(1), rx, addrs, Duration::from_secs(1)),
+            tx,
+        )
+    }
+
+    #[test]
+    fn leader_serves_locally() {
+        let (r, _tx) = router(LeaderView {
+            is_leader: true,
+            leader: Some(NodeId(1)),
+            term: Term(3),
+        });
+        let mut req = Request::new(());
+        assert!(matches!(r.route(&mut req), Ok(Route::Local)));
+    }
+
+    #[test]
+    fn unknown_leader_is_unavailable_without_hint() {
+        let (r, _tx) = router(LeaderView::default());
+        let mut req = Request::new(());
+        let err = r.route(&mut req).err().expect("must refuse");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(parse_leader_hint(&err), None);
+    }
+
+    #[tokio::test]
+    async fn follower_forwards_once_and_marks_the_hop() {
+        let (r, _tx) = router(LeaderView {
+            is_leader: false,
+            leader: Some(NodeId(2)),
+            term: Term(3),
+        });
+        let mut req = Request::new(());
+        assert!(matches!(r.route(&mut req), Ok(Route::Forward(_))));
+        assert!(Router::was_forwarded(&req));
+        // The same (already forwarded) call must not be forwarded again.
+        let err = r.route(&mut req).err().expect("second hop refused");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            parse_leader_hint(&err),
+            Some((2, "127.0.0.1:2".to_string()))
+        );
+    }
+}
