@@ -271,9 +271,8 @@ impl TryFrom<proto::ReportTaskResultRequest> for ValidReport {
         let task_id = parse_task_id("task_id", &task_id)?;
         validate_attempt("attempt", attempt)?;
         validate_node_id("node_id", &node_id)?;
-        if success {
-            validate_json("result_data", &result_data)?;
-        } else if !result_data.is_empty() {
+        // A success must carry a result document; a failure may carry one.
+        if success || !result_data.is_empty() {
             validate_json("result_data", &result_data)?;
         }
         if error.len() > ERROR_TEXT_BYTES_MAX {
