@@ -1,6 +1,23 @@
 //! Durable storage for the Raft log: the read side is [`crate::raft::Storage`]; the write
 //! side is [`LogStore::write`], called by the shell with what a [`crate::raft::Ready`] asks
 //! to persist.
+//!
+//! Two implementations, one set of rules (`check.rs`) and one conformance suite
+//! ([`conformance`]) that both pass:
+//! - [`MemStorage`]: in memory, for tests;
+//! - [`RedbStore`]: the durable store a server runs on (one redb file plus snapshot data
+//!   files; see its docs for the layout and the record format). Open it for a server's data
+//!   dir with [`open_data_dir`].
+//!
+//! Both refuse (with [`StorageError::Invalid`]) a write that would break a Raft storage
+//! invariant — a gap, a term or vote going back, a committed entry rewritten — rather than
+//! store a log the core could not trust.
+
+mod check;
+
+mod mem;
+
+pub use mem::MemStorage;
 
 use crate::raft::{Entry, HardState, LogIndex, Snapshot, Storage, StorageError};
 
