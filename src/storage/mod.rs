@@ -14,12 +14,37 @@
 //! store a log the core could not trust.
 
 mod check;
-
+mod codec;
+#[doc(hidden)]
+pub mod conformance;
 mod mem;
+mod redb_store;
+
+use std::path::Path;
 
 pub use mem::MemStorage;
+pub use redb_store::{DB_FILE_NAME, RedbStore, SNAPSHOT_DIR_NAME};
 
-use crate::raft::{Entry, HardState, LogIndex, Snapshot, Storage, StorageError};
+use crate::raft::{Entry, HardState, LogIndex, NodeId, Snapshot, Storage, StorageError};
+
+/// Opens (creating it and the directory if missing) the durable log of node `node_id` of
+/// cluster `cluster_name` in the server data dir `dir`.
+///
+/// The first open records the identity; later opens refuse a dir recorded for another node
+/// or cluster, so a misconfigured server cannot join a cluster with someone else's log.
+/// Every record is validated before this returns (see [`RedbStore::open`]).
+///
+/// # Errors
+/// [`StorageError::Invalid`] if `dir` belongs to another node or cluster or is locked by
+/// another process; [`StorageError::Corrupt`] naming the file and index of the first bad
+/// record; [`StorageError::Io`] if the dir or database cannot be created or read.
+pub fn open_data_dir(
+    dir: impl AsRef<Path>,
+    cluster_name: &str,
+    node_id: NodeId,
+) -> Result<RedbStore, StorageError> {
+    RedbStore::open_with_identity(dir, cluster_name, node_id)
+}
 
 /// One atomic, durable write: everything a single Ready (or a group of Readies merged by
 /// group commit) asks to persist.
