@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod forward;
+pub mod raft_service;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
