@@ -7,6 +7,8 @@
 use tonic::Status;
 use uuid::Uuid;
 
+use crate::manifest::TaskId;
+
 use crate::proto;
 use crate::proto::internal;
 
@@ -391,18 +393,14 @@ pub fn page_size(raw: u32) -> usize {
     }
 }
 
-/// A ListTasks page token: the `submit_seq` of the last task of the previous page, in
-/// decimal. Empty = first page.
-pub fn parse_page_token(field: &str, token: &str) -> Result<Option<u64>, Status> {
+/// A ListTasks page token: the id of the last task of the previous page. Empty = first page.
+pub fn parse_page_token(field: &str, token: &str) -> Result<Option<TaskId>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
-    token.parse::<u64>().map(Some).map_err(|_| {
-        invalid(
-            field,
-            format!("{token:?} is not a token from a previous page"),
-        )
-    })
+    TaskId::parse(token)
+        .map(Some)
+        .map_err(|_| invalid(field, format!("{token:?} is not a token from a previous page")))
 }
 
 #[cfg(test)]
@@ -667,7 +665,8 @@ mod tests {
         assert_eq!(page_size(5), 5);
         assert_eq!(page_size(1_000_000), PAGE_SIZE_MAX);
         assert_eq!(parse_page_token("page_token", "").unwrap(), None);
-        assert_eq!(parse_page_token("page_token", "17").unwrap(), Some(17));
+        let id = Uuid::now_v7();
+        assert_eq!(parse_page_token("page_token", &id.to_string()).unwrap(), Some(TaskId(id)));
         assert_invalid(parse_page_token("page_token", "abc"), "page_token");
     }
 }

@@ -85,7 +85,23 @@ pub enum Route {
     Forward(Channel),
 }
 
-/// Peer gRPC addresses and one lazily connected, reused channel per peer.
+/// Where the members are: id → gRPC address (`host:port`). Implemented by the replication
+/// shell's peer map (which follows membership changes) and by a plain map in tests.
+pub trait AddressBook: Send + Sync + 'static {
+    /// The gRPC address of member `id`, if known.
+    fn address(&self, id: NodeId) -> Option<String>;
+}
+
+impl AddressBook for BTreeMap<NodeId, String> {
+    fn address(&self, id: NodeId) -> Option<String> {
+        self.get(&id).cloned()
+    }
+}
+
+/// Decides where calls are served and holds one lazily connected, reused channel per leader
+/// it forwards to. These channels are the gateway's own, not the Raft transport's: a
+/// forwarded long poll may take 30 s, longer than any Raft request timeout, and tonic caps
+/// a call at the channel's timeout.
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<RouterInner>,
@@ -93,27 +109,32 @@ pub struct Router {
 
 struct RouterInner {
     self_id: NodeId,
+    self_address: String,
     leader: watch::Receiver<LeaderView>,
-    addresses: RwLock<BTreeMap<NodeId, String>>,
-    channels: RwLock<BTreeMap<NodeId, Channel>>,
+    book: Arc<dyn AddressBook>,
+    /// Member → (address the channel was made for, channel).
+    channels: RwLock<BTreeMap<NodeId, (String, Channel)>>,
     forward_timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl Router {
-    /// A router for controller `self_id`. `addresses` maps every known member to its gRPC
-    /// address (`host:port`, no scheme); forwarded calls time out after `forward_timeout`.
+    /// A router for controller `self_id` reachable at `self_address`. Member addresses come
+    /// from `book`; a forwarded call times out after `forward_timeout` unless the caller
+    /// sets a longer per-call timeout (long polls do).
     pub fn new(
         self_id: NodeId,
+        self_address: String,
         leader: watch::Receiver<LeaderView>,
-        addresses: BTreeMap<NodeId, String>,
+        book: Arc<dyn AddressBook>,
         forward_timeout: Duration,
     ) -> Self {
         Router {
             inner: Arc::new(RouterInner {
                 self_id,
+                self_address,
                 leader,
-                addresses: RwLock::new(addresses),
+                book,
                 channels: RwLock::new(BTreeMap::new()),
                 forward_timeout,
                 connect_timeout: Duration::from_secs(1),
@@ -136,40 +157,12 @@ impl Router {
         self.inner.leader.clone()
     }
 
-    /// Record (or replace) a member's address, e.g. after a membership change.
-    pub fn set_address(&self, id: NodeId, address: String) {
-        let mut addrs = self
-            .inner
-            .addresses
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if addrs.get(&id) != Some(&address) {
-            addrs.insert(id, address);
-            self.inner
-                .channels
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        }
-    }
-
-    /// The gRPC address of member `id`, if known.
+    /// The gRPC address of member `id` (this controller included), if known.
     pub fn address_of(&self, id: NodeId) -> Option<String> {
-        self.inner
-            .addresses
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-    }
-
-    /// Every known member address, by id.
-    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
-        self.inner
-            .addresses
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        if id == self.inner.self_id {
+            return Some(self.inner.self_address.clone());
+        }
+        self.inner.book.address(id)
     }
 
     /// The leader hint for responses and errors: `(leader id or 0, address or "")`.
@@ -180,6 +173,12 @@ impl Router {
         }
     }
 
+    /// The leader hint as the proto message.
+    pub fn leader_hint_proto(&self) -> crate::proto::LeaderHint {
+        let (leader_id, leader_address) = self.leader_hint();
+        crate::proto::LeaderHint { leader_id, leader_address }
+    }
+
     /// UNAVAILABLE carrying the leader hint in `x-mlcp-leader`.
     pub fn unavailable(&self, why: &str) -> Status {
         let (id, addr) = self.leader_hint();
@@ -187,9 +186,9 @@ impl Router {
     }
 
     /// Decide where a call that must run on the leader is served. On a follower with a known
-    /// leader, marks `req` as forwarded and returns the leader's channel; a call that was
-    /// already forwarded once, or a follower that knows no leader, gets UNAVAILABLE with the
-    /// best hint available.
+    /// leader, marks `req` as forwarded (with the default forward timeout unless the call
+    /// already set one) and returns the leader's channel; a call that was already forwarded
+    /// once, or a follower that knows no leader, gets UNAVAILABLE with the best hint.
     pub fn route<T>(&self, req: &mut Request<T>) -> Result<Route, Status> {
         let view = self.view();
         if view.is_leader {
@@ -205,7 +204,9 @@ impl Router {
         let value = MetadataValue::try_from(self.inner.self_id.get().to_string())
             .map_err(|_| Status::internal("forward header"))?;
         req.metadata_mut().insert(FORWARDED_HEADER, value);
-        req.set_timeout(self.inner.forward_timeout);
+        if !req.metadata().contains_key("grpc-timeout") {
+            req.set_timeout(self.inner.forward_timeout);
+        }
         Ok(Route::Forward(channel))
     }
 
@@ -214,43 +215,32 @@ impl Router {
         req.metadata().contains_key(FORWARDED_HEADER)
     }
 
-    /// The reused channel to `peer` (created lazily on first use; tonic reconnects it as
-    /// needed).
+    /// The reused channel to `peer` (created lazily on first use, replaced if the peer's
+    /// address changed; tonic reconnects it as needed).
     pub fn channel(&self, peer: NodeId) -> Result<Channel, Status> {
-        if let Some(ch) = self
-            .inner
-            .channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-        {
-            return Ok(ch.clone());
-        }
         let Some(addr) = self.address_of(peer) else {
             return Err(self.unavailable(&format!("leader {peer} has no known address")));
         };
-        let uri = if addr.contains("://") {
-            addr.clone()
-        } else {
-            format!("http://{addr}")
-        };
+        if let Some((a, ch)) =
+            self.inner.channels.read().unwrap_or_else(|e| e.into_inner()).get(&peer)
+            && *a == addr
+        {
+            return Ok(ch.clone());
+        }
+        let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| Status::internal(format!("bad address {addr:?} for member {peer}: {e}")))?
             .connect_timeout(self.inner.connect_timeout)
-            .timeout(self.inner.forward_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         self.inner
             .channels
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(peer, channel.clone());
+            .insert(peer, (addr, channel.clone()));
         Ok(channel)
-    }
-
-    /// Timeout applied to forwarded calls.
-    pub fn forward_timeout(&self) -> Duration {
-        self.inner.forward_timeout
     }
 }
 
