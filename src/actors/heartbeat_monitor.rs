@@ -30,7 +30,9 @@ use actix::prelude::*;
 use crate::actors::manifest::{CheckHeartbeat, ListNodes, ManifestActor};
 use crate::actors::proposer::{ProposeError, Proposer, wall_clock_ms};
 use crate::actors::{LeadershipChanged, ProposeFailure};
-use crate::manifest::command::{AttemptRef, Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks};
+use crate::manifest::command::{
+    AttemptRef, Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks,
+};
 use crate::proto::{ClusterAlert, NodeStatus, RunningAttempt};
 use crate::raft::{NodeId, Term};
 
@@ -147,7 +149,10 @@ pub mod liveness {
         for n in nodes {
             if n.up {
                 up += 1;
-                let seen = last_seen_ms.get(&n.node_id).copied().unwrap_or(leader_since_ms);
+                let seen = last_seen_ms
+                    .get(&n.node_id)
+                    .copied()
+                    .unwrap_or(leader_since_ms);
                 if grace_over && now_ms >= seen.saturating_add(stale_after_ms) {
                     stale.push(n.node_id.clone());
                 }
@@ -157,12 +162,16 @@ pub mod liveness {
         }
         stale.sort();
         rescan.sort();
-        let braked = up >= nodes_min && !stale.is_empty() && stale.len() as f64 >= fraction * up as f64;
-        let mut declare_lost: Vec<String> =
-            if braked { Vec::new() } else { stale.clone() };
+        let braked =
+            up >= nodes_min && !stale.is_empty() && stale.len() as f64 >= fraction * up as f64;
+        let mut declare_lost: Vec<String> = if braked { Vec::new() } else { stale.clone() };
         declare_lost.extend(rescan);
         declare_lost.truncate(lost_per_scan_max);
-        ScanDecision { stale, declare_lost, braked }
+        ScanDecision {
+            stale,
+            declare_lost,
+            braked,
+        }
     }
 }
 
@@ -286,7 +295,10 @@ impl HeartbeatMonitorActor {
     }
 
     fn not_leader(&self) -> ProposeError {
-        ProposeError::Raft(ProposeFailure::NotLeader { leader: self.known_leader, leader_addr: None })
+        ProposeError::Raft(ProposeFailure::NotLeader {
+            leader: self.known_leader,
+            leader_addr: None,
+        })
     }
 
     /// Track RUNNING attempts the node no longer reports; return those missing for longer
@@ -298,12 +310,16 @@ impl HeartbeatMonitorActor {
             .iter()
             .map(|a| (node_id.to_string(), a.task_id.clone(), a.attempt))
             .collect();
-        self.missing_since.retain(|k, _| k.0 != node_id || current.contains(k));
+        self.missing_since
+            .retain(|k, _| k.0 != node_id || current.contains(k));
         let mut due = Vec::new();
         for key in current {
             let since = *self.missing_since.entry(key.clone()).or_insert(now);
             if now.saturating_sub(since) >= limit {
-                due.push(AttemptRef { task_id: key.1.clone(), attempt: key.2 });
+                due.push(AttemptRef {
+                    task_id: key.1.clone(),
+                    attempt: key.2,
+                });
                 self.missing_since.remove(&key);
             }
         }
@@ -331,7 +347,10 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
             (true, Some(l)) if l.term == msg.term => {}
             (true, _) => {
                 // A new leadership: every node's clock restarts with a grace period.
-                self.leadership = Some(Leadership { term: msg.term, since_ms: self.now_ms() });
+                self.leadership = Some(Leadership {
+                    term: msg.term,
+                    since_ms: self.now_ms(),
+                });
                 self.seen.clear();
                 self.missing_since.clear();
                 tracing::info!(term = %msg.term, "heartbeat monitor active (leader)");
@@ -373,14 +392,23 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
         let interval_ms = self.interval_ms();
         let manifest = self.manifest.clone();
         let proposer = self.proposer.clone();
-        let Heartbeat { registration, running, .. } = msg;
+        let Heartbeat {
+            registration,
+            running,
+            ..
+        } = msg;
         let check = async move {
             let check = manifest
-                .send(CheckHeartbeat { registration: registration.clone(), running })
+                .send(CheckHeartbeat {
+                    registration: registration.clone(),
+                    running,
+                })
                 .await?;
             let mut registered = false;
             if check.registration_changes {
-                proposer.propose(leadership.term, Kind::RegisterNode(registration)).await?;
+                proposer
+                    .propose(leadership.term, Kind::RegisterNode(registration))
+                    .await?;
                 registered = true;
             }
             Ok::<_, ProposeError>((check, registered))
@@ -411,7 +439,9 @@ impl Handler<Scan> for HeartbeatMonitorActor {
     type Result = ();
 
     fn handle(&mut self, _: Scan, ctx: &mut Context<Self>) {
-        let Some(leadership) = self.leadership else { return };
+        let Some(leadership) = self.leadership else {
+            return;
+        };
         if self.scanning {
             return;
         }
@@ -487,7 +517,11 @@ impl HeartbeatMonitorActor {
                     up,
                     self.opts.mass_failure_fraction * 100.0
                 ),
-                since: self.alert.as_ref().map(|a| a.since).unwrap_or_else(wall_clock_ms),
+                since: self
+                    .alert
+                    .as_ref()
+                    .map(|a| a.since)
+                    .unwrap_or_else(wall_clock_ms),
             });
         } else if self.alert.take().is_some() {
             tracing::info!("mass node failure cleared; reassigning at a bounded rate");
@@ -502,7 +536,11 @@ impl Handler<GetMonitorReport> for HeartbeatMonitorActor {
         MessageResult(MonitorReport {
             alerts: self.alert.iter().cloned().collect(),
             heartbeat_interval_ms: self.interval_ms(),
-            usage: self.seen.iter().map(|(k, s)| (k.clone(), s.usage)).collect(),
+            usage: self
+                .seen
+                .iter()
+                .map(|(k, s)| (k.clone(), s.usage))
+                .collect(),
         })
     }
 }
@@ -513,7 +551,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn up(id: &str) -> NodeView {
-        NodeView { node_id: id.into(), up: true, active_tasks: 1 }
+        NodeView {
+            node_id: id.into(),
+            up: true,
+            active_tasks: 1,
+        }
     }
 
     fn seen(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
@@ -545,7 +587,11 @@ mod tests {
     #[test]
     fn brake_stops_mass_reassignment_but_not_rescans() {
         let mut nodes = vec![up("a"), up("b"), up("c"), up("d")];
-        nodes.push(NodeView { node_id: "z".into(), up: false, active_tasks: 2 });
+        nodes.push(NodeView {
+            node_id: "z".into(),
+            up: false,
+            active_tasks: 2,
+        });
         let s = seen(&[("a", 0), ("b", 0), ("c", 0), ("d", 20_000)]);
         let d = scan(&nodes, &s, 21_000, 0, 5000, 7000, 0.55, 3, 8);
         assert_eq!(d.stale.len(), 3);
@@ -555,8 +601,13 @@ mod tests {
 
     #[test]
     fn lost_nodes_per_scan_are_bounded() {
-        let nodes: Vec<NodeView> =
-            (0..10).map(|i| NodeView { node_id: format!("n{i}"), up: false, active_tasks: 1 }).collect();
+        let nodes: Vec<NodeView> = (0..10)
+            .map(|i| NodeView {
+                node_id: format!("n{i}"),
+                up: false,
+                active_tasks: 1,
+            })
+            .collect();
         let d = scan(&nodes, &seen(&[]), 100_000, 0, 5000, 7000, 0.55, 3, 4);
         assert_eq!(d.declare_lost.len(), 4);
     }

@@ -21,7 +21,9 @@ use tokio::sync::watch;
 
 use crate::actors::scheduler::WakeScheduler;
 use crate::actors::{ApplyCommitted, ApplyResult, RestoreSnapshot, TakeSnapshot};
-use crate::manifest::command::{self as cmds, AttemptRef, Command, Kind, RegisterNode};
+use crate::manifest::command::{
+    self as cmds, AssignTasks, AttemptRef, Command, ExpireTasks, Kind, RegisterNode,
+};
 use crate::manifest::{Manifest, TaskId};
 use crate::proto::{Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus};
 use crate::raft::{EntryKind, LogIndex};
@@ -139,6 +141,26 @@ pub struct GetStatus;
 #[rtype(result = "(LogIndex, Manifest)")]
 pub struct CloneManifest;
 
+/// Scheduler → manifest: plan one batch of placements over the current state with the
+/// pure scheduler. `None` when nothing can be placed now.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<AssignTasks>")]
+pub struct PlanAssignments {
+    /// The proposer's wall clock (unix ms): tasks whose `not_before` is later wait.
+    pub now_ms: i64,
+    /// Most placements in the batch.
+    pub batch_max: usize,
+}
+
+/// Scheduler → manifest: attempts past their run timeout and PENDING tasks past their queue
+/// timeout at `now_ms` (unix ms). `None` when there are none.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<ExpireTasks>")]
+pub struct PlanExpirations {
+    /// The proposer's wall clock (unix ms).
+    pub now_ms: i64,
+}
+
 /// Register the actor the manifest wakes when there may be new work to place.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -191,7 +213,10 @@ impl ManifestActor {
     fn apply_command(&mut self, data: &[u8]) -> Vec<u8> {
         let decoded = cmds::decode_command(data);
         let kind_wakes = matches!(
-            decoded.as_ref().ok().and_then(|c: &Command| c.kind.as_ref()),
+            decoded
+                .as_ref()
+                .ok()
+                .and_then(|c: &Command| c.kind.as_ref()),
             Some(
                 Kind::SubmitTask(_)
                     | Kind::RegisterNode(_)
@@ -212,9 +237,12 @@ impl ManifestActor {
                 .tasks
                 .iter()
                 .map(|t| t.assigned_node_id.clone())
-                .chain(outcome.tasks.iter().filter_map(|t| {
-                    t.attempts.last().map(|a| a.node_id.clone())
-                }))
+                .chain(
+                    outcome
+                        .tasks
+                        .iter()
+                        .filter_map(|t| t.attempts.last().map(|a| a.node_id.clone())),
+                )
                 .filter(|n| !n.is_empty())
                 .collect();
             for n in nodes {
@@ -254,7 +282,10 @@ impl Handler<ApplyCommitted> for ManifestActor {
                 _ => Vec::new(),
             };
             self.applied = entry.index;
-            results.push(ApplyResult { index: entry.index, response });
+            results.push(ApplyResult {
+                index: entry.index,
+                response,
+            });
         }
         self.applied_tx.send_replace(self.applied);
         MessageResult(results)
@@ -302,13 +333,18 @@ impl Handler<ListTasks> for ManifestActor {
     type Result = MessageResult<ListTasks>;
     fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
         let (page, next_after) =
-            self.manifest.tasks_page(msg.status, msg.after.as_ref(), msg.limit.max(1));
+            self.manifest
+                .tasks_page(msg.status, msg.after.as_ref(), msg.limit.max(1));
         let tasks = page.into_iter().cloned().collect();
         let total = match msg.status {
             None => self.manifest.task_count() as u64,
             Some(s) => self.manifest.task_counts().get(&s).copied().unwrap_or(0),
         };
-        MessageResult(TaskPage { tasks, next_after, total })
+        MessageResult(TaskPage {
+            tasks,
+            next_after,
+            total,
+        })
     }
 }
 
@@ -339,10 +375,13 @@ impl Handler<PollWork> for ManifestActor {
         let mut assignments = Vec::new();
         let mut abort = Vec::new();
         for t in self.manifest.active_tasks_on(&msg.node_id) {
-            let active = t.status == TaskStatus::Assigned as i32
-                || t.status == TaskStatus::Running as i32;
+            let active =
+                t.status == TaskStatus::Assigned as i32 || t.status == TaskStatus::Running as i32;
             if active && t.cancel_requested {
-                abort.push(RunningAttempt { task_id: t.task_id.clone(), attempt: t.attempt });
+                abort.push(RunningAttempt {
+                    task_id: t.task_id.clone(),
+                    attempt: t.attempt,
+                });
             } else if t.status == TaskStatus::Assigned as i32 {
                 assignments.push(assignment_of(t));
             }
@@ -351,7 +390,11 @@ impl Handler<PollWork> for ManifestActor {
         if msg.limit > 0 {
             assignments.truncate(msg.limit);
         }
-        MessageResult(NodeWork { assignments, abort, changed })
+        MessageResult(NodeWork {
+            assignments,
+            abort,
+            changed,
+        })
     }
 }
 
@@ -376,7 +419,10 @@ impl Handler<GetStatus> for ManifestActor {
             .into_iter()
             .map(|(s, n)| (status_name(s).to_string(), n))
             .collect();
-        MessageResult(ManifestStatus { applied: self.applied, task_counts })
+        MessageResult(ManifestStatus {
+            applied: self.applied,
+            task_counts,
+        })
     }
 }
 
@@ -384,6 +430,22 @@ impl Handler<CloneManifest> for ManifestActor {
     type Result = MessageResult<CloneManifest>;
     fn handle(&mut self, _: CloneManifest, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.applied, self.manifest.clone()))
+    }
+}
+
+impl Handler<PlanAssignments> for ManifestActor {
+    type Result = Option<AssignTasks>;
+    fn handle(&mut self, msg: PlanAssignments, _: &mut Context<Self>) -> Self::Result {
+        let plan = placement::plan(&self.manifest, msg.now_ms, msg.batch_max);
+        (!plan.assignments.is_empty()).then_some(plan)
+    }
+}
+
+impl Handler<PlanExpirations> for ManifestActor {
+    type Result = Option<ExpireTasks>;
+    fn handle(&mut self, msg: PlanExpirations, _: &mut Context<Self>) -> Self::Result {
+        let e = self.manifest.timed_out(msg.now_ms, |_| None, msg.now_ms);
+        (!e.run_timed_out.is_empty() || !e.queue_timed_out.is_empty()).then_some(e)
     }
 }
 
@@ -406,5 +468,78 @@ fn assignment_of(t: &Task) -> TaskAssignment {
         task_type: t.task_type.clone(),
         task_data: t.task_data.clone(),
         run_timeout_ms: t.run_timeout_ms,
+    }
+}
+
+/// Placement until the pure `crate::scheduler` core lands: least-loaded among schedulable
+/// nodes that satisfy the constraints and have the resources, higher priority first, then
+/// submission order, ties by node id (DESIGN.md "Scheduling").
+mod placement {
+    use std::collections::BTreeMap;
+
+    use crate::manifest::command::{AssignTasks, Assignment};
+    use crate::manifest::{Manifest, Resources, node_status};
+    use crate::proto::{Node, NodeStatus, TaskConstraints};
+
+    fn schedulable(n: &Node) -> bool {
+        node_status(n) == NodeStatus::Healthy && !n.draining
+    }
+
+    fn matches(n: &Node, c: Option<&TaskConstraints>) -> bool {
+        c.is_none_or(|c| {
+            (c.cloud_provider.is_empty() || c.cloud_provider == n.cloud_provider)
+                && (c.region.is_empty() || c.region == n.region)
+                && c.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v))
+        })
+    }
+
+    pub(super) fn plan(m: &Manifest, now_ms: i64, batch_max: usize) -> AssignTasks {
+        let nodes: Vec<Node> = m.all_nodes().into_iter().filter(schedulable).collect();
+        // What this batch has already placed on each node, on top of the committed usage.
+        let mut planned: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut load: BTreeMap<String, u64> = nodes
+            .iter()
+            .map(|n| (n.node_id.clone(), u64::from(n.active_tasks)))
+            .collect();
+        let mut out = AssignTasks::default();
+        for key in m.pending_keys() {
+            if out.assignments.len() >= batch_max {
+                break;
+            }
+            let Some(t) = m.get_task(&key.task_id) else {
+                continue;
+            };
+            if t.not_before > now_ms {
+                continue;
+            }
+            let need = Resources::of_request(t.resources.as_ref());
+            let best = nodes
+                .iter()
+                .filter(|n| matches(n, t.constraints.as_ref()))
+                .filter(|n| {
+                    let p = planned.get(&n.node_id).copied().unwrap_or_default();
+                    let total = Resources {
+                        slots: p.slots + need.slots,
+                        cpu_millis: p.cpu_millis + need.cpu_millis,
+                        memory_mb: p.memory_mb + need.memory_mb,
+                        gpus: p.gpus + need.gpus,
+                    };
+                    m.lacking_resource(&n.node_id, &total).is_none()
+                })
+                .min_by_key(|n| (load[&n.node_id], n.node_id.clone()));
+            let Some(node) = best else { continue };
+            let p = planned.entry(node.node_id.clone()).or_default();
+            p.slots += need.slots;
+            p.cpu_millis += need.cpu_millis;
+            p.memory_mb += need.memory_mb;
+            p.gpus += need.gpus;
+            *load.get_mut(&node.node_id).expect("node listed") += 1;
+            out.assignments.push(Assignment {
+                task_id: t.task_id.clone(),
+                node_id: node.node_id.clone(),
+                attempt: t.attempt + 1,
+            });
+        }
+        out
     }
 }

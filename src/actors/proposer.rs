@@ -51,7 +51,12 @@ impl Proposer {
     /// clock, and wait until it is applied here.
     pub async fn propose(&self, term: Term, kind: Kind) -> Result<CommandOutcome, ProposeError> {
         let cmd = command::command(wall_clock_ms(), term.get(), kind);
-        let bytes = self.raft.send(Propose { command: cmd.encode_to_vec() }).await??;
+        let bytes = self
+            .raft
+            .send(Propose {
+                command: cmd.encode_to_vec(),
+            })
+            .await??;
         Ok(command::decode_result(&bytes)?)
     }
 }

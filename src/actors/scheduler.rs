@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::LeadershipChanged;
 use crate::actors::manifest::{ManifestActor, PlanAssignments, PlanExpirations};
 use crate::actors::proposer::{Proposer, wall_clock_ms};
-use crate::actors::LeadershipChanged;
 use crate::manifest::command::Kind;
 use crate::raft::Term;
 
@@ -36,7 +36,10 @@ pub struct SchedulerOptions {
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions { batch_assignments_max: 256, interval: Duration::from_millis(250) }
+        SchedulerOptions {
+            batch_assignments_max: 256,
+            interval: Duration::from_millis(250),
+        }
     }
 }
 
@@ -58,7 +61,14 @@ pub struct SchedulerActor {
 impl SchedulerActor {
     /// A scheduler planning over `manifest` and proposing through `proposer`.
     pub fn new(opts: SchedulerOptions, manifest: Addr<ManifestActor>, proposer: Proposer) -> Self {
-        SchedulerActor { opts, manifest, proposer, term: None, running: false, woken: false }
+        SchedulerActor {
+            opts,
+            manifest,
+            proposer,
+            term: None,
+            running: false,
+            woken: false,
+        }
     }
 
     /// One round: expire timed-out attempts, then plan and propose one batch. Re-runs at once

@@ -8,13 +8,12 @@ use tonic::Status;
 
 use crate::actors::heartbeat_monitor::HeartbeatMonitorActor;
 use crate::actors::manifest::ManifestActor;
-use crate::actors::raft::RaftActor;
 use crate::actors::proposer::{ProposeError, Proposer};
+use crate::actors::raft::RaftActor;
 use crate::actors::{ProposeFailure, ReadBarrier};
 use crate::gateway::forward::{Router, unavailable_with_hint};
 use crate::manifest::{ErrorKind, ManifestError};
 use crate::raft::LogIndex;
-
 
 /// Shared by the gateway services. Cheap to clone.
 #[derive(Clone)]

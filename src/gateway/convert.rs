@@ -398,9 +398,12 @@ pub fn parse_page_token(field: &str, token: &str) -> Result<Option<TaskId>, Stat
     if token.is_empty() {
         return Ok(None);
     }
-    TaskId::parse(token)
-        .map(Some)
-        .map_err(|_| invalid(field, format!("{token:?} is not a token from a previous page")))
+    TaskId::parse(token).map(Some).map_err(|_| {
+        invalid(
+            field,
+            format!("{token:?} is not a token from a previous page"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -666,7 +669,10 @@ mod tests {
         assert_eq!(page_size(1_000_000), PAGE_SIZE_MAX);
         assert_eq!(parse_page_token("page_token", "").unwrap(), None);
         let id = Uuid::now_v7();
-        assert_eq!(parse_page_token("page_token", &id.to_string()).unwrap(), Some(TaskId(id)));
+        assert_eq!(
+            parse_page_token("page_token", &id.to_string()).unwrap(),
+            Some(TaskId(id))
+        );
         assert_invalid(parse_page_token("page_token", "abc"), "page_token");
     }
 }

@@ -176,7 +176,10 @@ impl Router {
     /// The leader hint as the proto message.
     pub fn leader_hint_proto(&self) -> crate::proto::LeaderHint {
         let (leader_id, leader_address) = self.leader_hint();
-        crate::proto::LeaderHint { leader_id, leader_address }
+        crate::proto::LeaderHint {
+            leader_id,
+            leader_address,
+        }
     }
 
     /// UNAVAILABLE carrying the leader hint in `x-mlcp-leader`.
@@ -221,13 +224,21 @@ impl Router {
         let Some(addr) = self.address_of(peer) else {
             return Err(self.unavailable(&format!("leader {peer} has no known address")));
         };
-        if let Some((a, ch)) =
-            self.inner.channels.read().unwrap_or_else(|e| e.into_inner()).get(&peer)
+        if let Some((a, ch)) = self
+            .inner
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
             && *a == addr
         {
             return Ok(ch.clone());
         }
-        let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+        let uri = if addr.contains("://") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| Status::internal(format!("bad address {addr:?} for member {peer}: {e}")))?
             .connect_timeout(self.inner.connect_timeout)
@@ -284,10 +295,14 @@ mod tests {
             (NodeId(1), "127.0.0.1:1".to_string()),
             (NodeId(2), "127.0.0.1:2".to_string()),
         ]);
-        (
-            Router::new(NodeId(1), rx, addrs, Duration::from_secs(1)),
-            tx,
-        )
+        let router = Router::new(
+            NodeId(1),
+            "127.0.0.1:1".into(),
+            rx,
+            Arc::new(addrs),
+            Duration::from_secs(1),
+        );
+        (router, tx)
     }
 
     #[test]

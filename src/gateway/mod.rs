@@ -1,8 +1,11 @@
 //! tonic services over the actors, and the controller process bootstrap.
 
+pub mod context;
 pub mod convert;
 pub mod forward;
+pub mod node_service;
 pub mod raft_service;
+pub mod task_service;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -83,7 +83,11 @@ impl NodeService for NodeSvc {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
             return NodeServiceClient::new(ch).poll_task(req).await;
         }
-        let PollTaskRequest { node_id, wait_ms: _, free_slots } = req.into_inner();
+        let PollTaskRequest {
+            node_id,
+            wait_ms: _,
+            free_slots,
+        } = req.into_inner();
         let deadline = Instant::now() + wait;
         let mut leader = self.ctx.router.subscribe();
         leader.borrow_and_update();
@@ -93,7 +97,10 @@ impl NodeService for NodeSvc {
             let mut work = self
                 .ctx
                 .manifest
-                .send(PollWork { node_id: node_id.clone(), limit: free_slots as usize })
+                .send(PollWork {
+                    node_id: node_id.clone(),
+                    limit: free_slots as usize,
+                })
                 .await
                 .map_err(|e| self.ctx.mailbox_status(e))?;
             if !work.assignments.is_empty() || !work.abort.is_empty() {

@@ -19,8 +19,8 @@ use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::task_service_server::TaskService;
 use crate::proto::{
     CancelTaskRequest, CancelTaskResponse, GetTaskRequest, GetTaskResponse, ListTasksRequest,
-    ListTasksResponse, SubmitTaskRequest, SubmitTaskResponse, Task, TaskStatus,
-    WatchTaskRequest, WatchTaskResponse,
+    ListTasksResponse, SubmitTaskRequest, SubmitTaskResponse, Task, TaskStatus, WatchTaskRequest,
+    WatchTaskResponse,
 };
 
 /// The TaskService implementation.
@@ -38,7 +38,9 @@ impl TaskSvc {
     async fn get_local(&self, task_id: String) -> Result<Task, Status> {
         self.ctx
             .manifest
-            .send(GetTask { task_id: task_id.clone() })
+            .send(GetTask {
+                task_id: task_id.clone(),
+            })
             .await
             .map_err(|e| self.ctx.mailbox_status(e))?
             .ok_or_else(|| Status::not_found(format!("task {task_id} not found")))
@@ -47,13 +49,20 @@ impl TaskSvc {
 
 /// A task the command outcome must contain.
 fn outcome_task(tasks: Vec<Task>) -> Result<Task, Status> {
-    tasks.into_iter().next().ok_or_else(|| Status::internal("the manifest returned no task"))
+    tasks
+        .into_iter()
+        .next()
+        .ok_or_else(|| Status::internal("the manifest returned no task"))
 }
 
 fn is_terminal(t: &Task) -> bool {
-    [TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Cancelled]
-        .iter()
-        .any(|s| t.status == *s as i32)
+    [
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ]
+    .iter()
+    .any(|s| t.status == *s as i32)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchTaskResponse, Status>> + Send>>;
@@ -77,7 +86,10 @@ impl TaskService for TaskSvc {
             .map_err(|e| self.ctx.propose_status(e))?;
         let deduplicated = outcome.duplicate;
         let task = outcome_task(outcome.tasks)?;
-        Ok(Response::new(SubmitTaskResponse { task: Some(task), deduplicated }))
+        Ok(Response::new(SubmitTaskResponse {
+            task: Some(task),
+            deduplicated,
+        }))
     }
 
     async fn get_task(
@@ -99,7 +111,12 @@ impl TaskService for TaskSvc {
         &self,
         mut req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let ListTasksRequest { status, page_size: size, page_token, consistent } = req.get_ref();
+        let ListTasksRequest {
+            status,
+            page_size: size,
+            page_token,
+            consistent,
+        } = req.get_ref();
         let status = parse_status_filter("status", *status)?;
         let after = parse_page_token("page_token", page_token)?;
         let limit = page_size(*size);
@@ -112,7 +129,11 @@ impl TaskService for TaskSvc {
         let page = self
             .ctx
             .manifest
-            .send(ListTasks { status, after, limit })
+            .send(ListTasks {
+                status,
+                after,
+                limit,
+            })
             .await
             .map_err(|e| self.ctx.mailbox_status(e))?;
         Ok(Response::new(ListTasksResponse {
@@ -134,10 +155,15 @@ impl TaskService for TaskSvc {
         let outcome = self
             .ctx
             .proposer
-            .propose(self.ctx.term(), Kind::CancelTask(internal::CancelTask { task_id, reason }))
+            .propose(
+                self.ctx.term(),
+                Kind::CancelTask(internal::CancelTask { task_id, reason }),
+            )
             .await
             .map_err(|e| self.ctx.propose_status(e))?;
-        Ok(Response::new(CancelTaskResponse { task: Some(outcome_task(outcome.tasks)?) }))
+        Ok(Response::new(CancelTaskResponse {
+            task: Some(outcome_task(outcome.tasks)?),
+        }))
     }
 
     type WatchTaskStream = WatchStream;
@@ -155,7 +181,13 @@ impl TaskService for TaskSvc {
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
             let mut last = first;
-            if tx.send(Ok(WatchTaskResponse { task: Some(last.clone()) })).await.is_err() {
+            if tx
+                .send(Ok(WatchTaskResponse {
+                    task: Some(last.clone()),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
             while !is_terminal(&last) {
@@ -176,7 +208,13 @@ impl TaskService for TaskSvc {
                 };
                 if now != last {
                     last = now;
-                    if tx.send(Ok(WatchTaskResponse { task: Some(last.clone()) })).await.is_err() {
+                    if tx
+                        .send(Ok(WatchTaskResponse {
+                            task: Some(last.clone()),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
