@@ -50,6 +50,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use error::{ErrorKind, ManifestError};
 pub use ids::{Attempt, TaskId, TaskIdError};
+pub use nodes::{constraints_match, is_schedulable, node_capacity};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
 use crate::proto::internal::SessionRecord;
