@@ -456,3 +456,131 @@ fn single_controller_runs_the_task_lifecycle() {
     shutdown.cancel();
     server.join().expect("clean shutdown");
 }
+
+/// SCENARIOS S1/S2 on one controller: an agent that goes silent is declared lost on the
+/// leader's monotonic clock, its task is requeued and runs on another agent as attempt 2, the
+/// zombie's late report is refused, and when it comes back its heartbeat registers it again
+/// and tells it to abort the superseded attempt.
+#[test]
+fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        node_stale_after: Duration::from_millis(400),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let addr = server.grpc_addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(addr).await;
+        wait_for_leader(&mut c).await;
+        // Only the zombie is registered when the task is placed.
+        c.nodes
+            .heartbeat(heartbeat("zombie", vec![]))
+            .await
+            .unwrap();
+        let t = c
+            .tasks
+            .submit_task(submit(r#"{"n": 3}"#))
+            .await
+            .unwrap()
+            .into_inner();
+        let t = t.task.unwrap();
+        let a1 = poll_for(&mut c, "zombie", &t.task_id).await;
+        c.nodes
+            .ack_task_started(AckTaskStartedRequest {
+                task_id: t.task_id.clone(),
+                attempt: a1,
+                node_id: "zombie".into(),
+            })
+            .await
+            .unwrap();
+
+        // The zombie falls silent; a healthy agent keeps heartbeating and polling until the
+        // task is requeued and handed to it.
+        let start = Instant::now();
+        let a2 = loop {
+            c.nodes
+                .heartbeat(heartbeat("healthy", vec![]))
+                .await
+                .unwrap();
+            let p = c
+                .nodes
+                .poll_task(PollTaskRequest {
+                    node_id: "healthy".into(),
+                    wait_ms: 100,
+                    free_slots: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(a) = p.assignments.iter().find(|a| a.task_id == t.task_id) {
+                break a.attempt;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "task never requeued to the healthy agent"
+            );
+        };
+        assert_eq!(a2, a1 + 1);
+        let nodes = c
+            .cluster
+            .list_nodes(ListNodesRequest { status: 0 })
+            .await
+            .unwrap();
+        let zombie = nodes
+            .into_inner()
+            .nodes
+            .into_iter()
+            .find(|n| n.node_id == "zombie")
+            .unwrap();
+        assert_eq!(zombie.status, mlcp::proto::NodeStatus::Unhealthy as i32);
+
+        c.nodes
+            .report_task_result(report(&t.task_id, a2, "healthy", true))
+            .await
+            .unwrap();
+        let late = c
+            .nodes
+            .report_task_result(report(&t.task_id, a1, "zombie", true))
+            .await
+            .expect_err("the zombie's result must not overwrite the real one");
+        assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+        let back = c
+            .nodes
+            .heartbeat(heartbeat(
+                "zombie",
+                vec![RunningAttempt {
+                    task_id: t.task_id.clone(),
+                    attempt: a1,
+                }],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            back.registered,
+            "a returning node is registered HEALTHY again"
+        );
+        assert_eq!(
+            back.abort,
+            vec![RunningAttempt {
+                task_id: t.task_id.clone(),
+                attempt: a1
+            }]
+        );
+        let done = get(&mut c, &t.task_id).await;
+        assert_eq!(done.status, TaskStatus::Completed as i32);
+        assert_eq!(done.assigned_node_id, "healthy");
+    });
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}
