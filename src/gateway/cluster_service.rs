@@ -312,7 +312,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
-        validate_node_id("node_id", &req.get_ref().node_id)?;
+        validate_node_id(&req.get_ref().node_id)?;
         let deadline_ms = req.get_ref().deadline_ms.min(DRAIN_DEADLINE_MS_MAX);
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));

@@ -117,7 +117,7 @@ impl TaskService for TaskSvc {
             page_token,
             consistent,
         } = req.get_ref();
-        let status = parse_status_filter("status", *status)?;
+        let status = parse_status_filter(*status)?;
         let after = parse_page_token("page_token", page_token)?;
         let limit = page_size(*size);
         if *consistent {
