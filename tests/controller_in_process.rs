@@ -452,6 +452,12 @@ fn single_controller_runs_the_task_lifecycle() {
     );
     assert!(status.contains("\"leader_id\":1"), "{status}");
     assert!(http_get(http_addr, "/healthz").contains("\"status\":\"ok\""));
+    let metrics = http_get(http_addr, "/metrics");
+    assert!(metrics.contains("mlcp_is_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("mlcp_tasks{status=\"COMPLETED\"} 2"),
+        "{metrics}"
+    );
 
     shutdown.cancel();
     server.join().expect("clean shutdown");
