@@ -95,6 +95,19 @@ impl MemLog {
         g.snapshot = snapshot;
     }
 
+    /// Replaces everything with `snapshot` (bootstrapping a store for tests).
+    pub fn compact_fresh(&self, snapshot: Snapshot) {
+        let mut g = self.lock();
+        g.entries.clear();
+        g.hard_state.commit = g.hard_state.commit.max(snapshot.meta.index);
+        g.snapshot = snapshot;
+    }
+
+    /// Overwrites the stored hard state (tests).
+    pub fn set_hard_state(&self, hs: HardState) {
+        self.lock().hard_state = hs;
+    }
+
     /// The stored hard state.
     pub fn hard_state(&self) -> HardState {
         self.lock().hard_state

@@ -3,7 +3,9 @@
 //! can drop chosen messages to replay exact sequences (Figure 8, C1).
 
 mod election;
+mod read_transfer;
 mod replication;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
