@@ -191,6 +191,9 @@ pub enum SnapshotFailure {
     /// The state machine could not serialize itself.
     #[error("the state machine refused to snapshot: {0}")]
     StateMachine(String),
+    /// Nothing has been applied yet, so there is nothing to snapshot.
+    #[error("nothing applied yet")]
+    NothingApplied,
     /// The core could not describe the snapshot index.
     #[error("snapshot metadata unavailable: {0}")]
     Meta(String),
@@ -286,6 +289,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
     } = parts;
     let snapshot = store.snapshot()?;
     let snapshot_index = snapshot.meta.index;
+    let latest_snapshot = (snapshot_index > LogIndex(0)).then_some(SnapshotInfo {
+        index: snapshot_index,
+        term: snapshot.meta.term,
+        size_bytes: snapshot.data.len() as u64,
+    });
     if snapshot_index > LogIndex(0) {
         let (book, state) = wire::decode_snapshot_data(&snapshot.data).map_err(|source| {
             StartError::SnapshotFormat {
@@ -331,6 +339,7 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         soft,
         applied: snapshot_index,
         snapshot_index,
+        latest_snapshot,
         snapshot_after: snapshot_index,
         busy: false,
         proposals: BTreeMap::new(),
@@ -364,8 +373,8 @@ struct ReadWaiter {
 
 /// What the asynchronous half of Ready processing hands back.
 struct ApplyOutcome {
-    /// Index of the snapshot restored, if one was.
-    restored: Option<LogIndex>,
+    /// The snapshot restored, if one was.
+    restored: Option<SnapshotInfo>,
     /// The state machine's answers for the applied entries.
     results: Vec<ApplyResult>,
 }
@@ -399,6 +408,8 @@ pub struct RaftActor {
     applied: LogIndex,
     /// Index of the latest snapshot in storage.
     snapshot_index: LogIndex,
+    /// The latest snapshot in storage, if any.
+    latest_snapshot: Option<SnapshotInfo>,
     /// The next automatic snapshot is due `snapshot_every_entries` after this index.
     snapshot_after: LogIndex,
     /// A Ready or a snapshot is being processed.
@@ -510,7 +521,14 @@ impl RaftActor {
         if !messages.is_empty() {
             self.outbox.send(messages);
         }
-        let restore = snapshot.as_ref().map(|s| self.unwrap_received_snapshot(s));
+        let restore = snapshot.as_ref().map(|s| {
+            let info = SnapshotInfo {
+                index: s.meta.index,
+                term: s.meta.term,
+                size_bytes: s.data.len() as u64,
+            };
+            (info, self.unwrap_received_snapshot(s))
+        });
         let mut peers_changed = restore.is_some();
         let (to_apply, applied_ids) = self.unwrap_committed(committed_entries, &mut peers_changed);
         let batch = WriteBatch {
@@ -529,13 +547,15 @@ impl RaftActor {
                 outbox.send(persisted_messages);
             }
             let mut restored = None;
-            if let Some(restore) = restore {
-                let index = restore.snapshot.meta.index;
+            if let Some((info, restore)) = restore {
                 sm.restore
                     .send(restore)
                     .await?
-                    .map_err(|reason| PipelineError::Restore { index, reason })?;
-                restored = Some(index);
+                    .map_err(|reason| PipelineError::Restore {
+                        index: info.index,
+                        reason,
+                    })?;
+                restored = Some(info);
             }
             let results = if to_apply.is_empty() {
                 Vec::new()
@@ -575,9 +595,11 @@ impl RaftActor {
                 return;
             }
         };
-        if let Some(index) = outcome.restored {
+        if let Some(info) = outcome.restored {
+            let index = info.index;
             self.applied = index;
             self.snapshot_index = self.snapshot_index.max(index);
+            self.latest_snapshot = Some(info);
             self.snapshot_after = self.snapshot_after.max(index);
             // Entries up to the snapshot were applied elsewhere; their outcome is unknown here.
             let later = self.proposals.split_off(&index.next());
@@ -803,39 +825,45 @@ impl RaftActor {
         taken: Result<(LogIndex, Vec<u8>), SnapshotFailure>,
         ctx: &mut Context<Self>,
     ) {
-        let snapshot = taken.and_then(|(index, state)| {
-            let meta = self
-                .node
-                .snapshot_meta(index)
-                .map_err(|e| SnapshotFailure::Meta(e.to_string()))?;
-            Ok(Snapshot {
-                meta,
-                data: wire::encode_snapshot_data(&self.addresses, state),
-            })
-        });
-        let snapshot = match snapshot {
-            Ok(s) => s,
+        let taken = match taken {
+            Ok(t) => t,
             Err(err) => {
                 tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
                 self.end_snapshot(Err(err), ctx);
                 return;
             }
         };
+        let (index, state) = taken;
+        if index <= self.snapshot_index {
+            // Nothing applied since the last one; the stored snapshot already covers it.
+            let latest = self.latest_snapshot.ok_or(SnapshotFailure::NothingApplied);
+            self.end_snapshot(latest, ctx);
+            return;
+        }
+        let meta = match self.node.snapshot_meta(index) {
+            Ok(m) => m,
+            Err(err) => {
+                let err = SnapshotFailure::Meta(err.to_string());
+                tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
+                self.end_snapshot(Err(err), ctx);
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: wire::encode_snapshot_data(&self.addresses, state),
+        };
         let info = SnapshotInfo {
             index: snapshot.meta.index,
             term: snapshot.meta.term,
             size_bytes: snapshot.data.len() as u64,
         };
-        if info.index <= self.snapshot_index {
-            // Nothing applied since the last one; it already covers this state.
-            self.end_snapshot(Ok(info), ctx);
-            return;
-        }
         let writer = self.writer.clone();
         let work = async move { writer.compact(snapshot).await };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
                 act.snapshot_index = info.index;
+                act.latest_snapshot = Some(info);
                 act.node.on_snapshot_taken(info.index);
                 tracing::info!(id = %act.id, index = %info.index, bytes = info.size_bytes, "snapshot taken; log compacted");
                 act.end_snapshot(Ok(info), ctx);
@@ -1005,6 +1033,24 @@ impl Handler<ChangeMembership> for RaftActor {
 
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        let reply = |rx: oneshot::Receiver<_>| -> Self::Result {
+            Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        };
+        let status = self.node.status();
+        if status.soft.role != Role::Leader {
+            let _ = tx.send(Err(self.not_leader(status.soft.leader)));
+            return reply(rx);
+        }
+        let change = match &msg.change {
+            MemberChange::AddLearner { id, .. } => ConfChange::AddLearner(*id),
+            MemberChange::Promote { id } => ConfChange::PromoteLearner(*id),
+            MemberChange::Remove { id } => ConfChange::RemoveNode(*id),
+        };
+        // Refuse an invalid change before anything (such as an address record) is proposed.
+        if let Err(err) = status.membership.apply(&change) {
+            let _ = tx.send(Err(ProposeFailure::Refused(err.to_string())));
+            return reply(rx);
+        }
         let change = match msg.change {
             MemberChange::AddLearner { id, address } => {
                 if address.is_empty() {
@@ -1039,7 +1085,7 @@ impl Handler<ChangeMembership> for RaftActor {
             }
         }
         self.maybe_ready(ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        reply(rx)
     }
 }
 

@@ -1,0 +1,429 @@
+//! The replication shell end to end, in one process: three controllers brought up with
+//! `start_replication` (redb logs in temp dirs, real tonic `RaftService` servers on
+//! 127.0.0.1 ephemeral ports, the gRPC peer transport), each replicating into a tiny
+//! append-only list state machine. Every wait polls with a deadline; nothing sleeps for a
+//! fixed time to let something happen.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use actix::prelude::*;
+use mlcp::actors::raft::{
+    ChangeMembership, GetRaftStatus, MemberChange, RaftActor, RaftStatus, StateMachine, StopRaft,
+    TriggerSnapshot,
+};
+use mlcp::actors::{
+    ApplyCommitted, ApplyResult, Propose, ProposeFailure, ReadBarrier, RestoreSnapshot,
+    TakeSnapshot,
+};
+use mlcp::gateway::ServerOptions;
+use mlcp::gateway::raft_service::{ReplicationHandle, start_replication};
+use mlcp::raft::{EntryKind, LogIndex, NodeId, Role};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Longest wait for any condition in these tests.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// A fake state machine: the list of applied commands.
+
+#[derive(Default)]
+struct ListMachine {
+    applied: LogIndex,
+    commands: Vec<Vec<u8>>,
+}
+
+impl Actor for ListMachine {
+    type Context = Context<Self>;
+}
+
+impl Handler<ApplyCommitted> for ListMachine {
+    type Result = MessageResult<ApplyCommitted>;
+    fn handle(&mut self, msg: ApplyCommitted, _: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        for e in msg.entries {
+            assert!(
+                e.index > self.applied,
+                "entry {} applied twice or out of order",
+                e.index
+            );
+            self.applied = e.index;
+            let mut response = Vec::new();
+            if e.kind == EntryKind::Normal && !e.data.is_empty() {
+                response = [b"ok:".as_slice(), &e.data].concat();
+                self.commands.push(e.data);
+            }
+            out.push(ApplyResult {
+                index: e.index,
+                response,
+            });
+        }
+        MessageResult(out)
+    }
+}
+
+impl Handler<TakeSnapshot> for ListMachine {
+    type Result = Result<(LogIndex, Vec<u8>), String>;
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let data = serde_json::to_vec(&self.commands).map_err(|e| e.to_string())?;
+        Ok((self.applied, data))
+    }
+}
+
+impl Handler<RestoreSnapshot> for ListMachine {
+    type Result = Result<(), String>;
+    fn handle(&mut self, msg: RestoreSnapshot, _: &mut Context<Self>) -> Self::Result {
+        self.commands = serde_json::from_slice(&msg.snapshot.data).map_err(|e| e.to_string())?;
+        self.applied = msg.snapshot.meta.index;
+        Ok(())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "(LogIndex, Vec<Vec<u8>>)")]
+struct GetList;
+
+impl Handler<GetList> for ListMachine {
+    type Result = MessageResult<GetList>;
+    fn handle(&mut self, _: GetList, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.applied, self.commands.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A cluster of controllers in this process.
+
+struct Controller {
+    id: NodeId,
+    address: String,
+    raft: Addr<RaftActor>,
+    sm: Addr<ListMachine>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    nodes: Vec<Controller>,
+}
+
+fn state_machine(sm: &Addr<ListMachine>) -> StateMachine {
+    StateMachine {
+        apply: sm.clone().recipient(),
+        take_snapshot: sm.clone().recipient(),
+        restore: sm.clone().recipient(),
+    }
+}
+
+fn options(
+    id: u64,
+    listen: std::net::SocketAddr,
+    peers: &BTreeMap<u64, String>,
+    dir: &std::path::Path,
+) -> ServerOptions {
+    ServerOptions {
+        node_id: id,
+        listen,
+        peers: peers.clone(),
+        data_dir: dir.to_path_buf(),
+        http_listen: None,
+        cluster_name: "test-cluster".into(),
+        tick: Duration::from_millis(20),
+        node_stale_after: Duration::from_secs(10),
+        snapshot_every_entries: 25,
+    }
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let mut listeners = Vec::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=n {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            peers.insert(id, l.local_addr().unwrap().to_string());
+            listeners.push((id, l));
+        }
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = options(id, listener.local_addr().unwrap(), &peers, dir.path());
+            let sm = ListMachine::default().start();
+            let handle = start_replication(&opts, state_machine(&sm))
+                .await
+                .expect("starts");
+            let ReplicationHandle { raft, service, .. } = handle;
+            let server = tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .await;
+            });
+            nodes.push(Controller {
+                id: NodeId(id),
+                address: peers[&id].clone(),
+                raft,
+                sm,
+                server,
+                _dir: dir,
+            });
+        }
+        Cluster { nodes }
+    }
+
+    fn node(&self, id: NodeId) -> &Controller {
+        self.nodes.iter().find(|c| c.id == id).expect("known node")
+    }
+
+    /// Stops a controller's raft actor and its server (as if the process died).
+    fn kill(&mut self, id: NodeId) {
+        let c = self.node(id);
+        c.raft.do_send(StopRaft);
+        c.server.abort();
+        self.nodes.retain(|c| c.id != id);
+    }
+
+    async fn statuses(&self) -> Vec<RaftStatus> {
+        let mut out = Vec::new();
+        for c in &self.nodes {
+            out.push(c.raft.send(GetRaftStatus).await.expect("raft actor alive"));
+        }
+        out
+    }
+
+    /// Waits until exactly one leader exists, every live node follows it, and none is
+    /// `not`; returns it.
+    async fn leader(&self, not: Option<NodeId>) -> NodeId {
+        eventually("a leader all live nodes agree on", || async {
+            let st = self.statuses().await;
+            let leaders: Vec<_> = st
+                .iter()
+                .filter(|s| s.status.soft.role == Role::Leader)
+                .map(|s| s.status.id)
+                .collect();
+            let [leader] = leaders[..] else { return None };
+            let agreed = st.iter().all(|s| s.status.soft.leader == Some(leader));
+            (agreed && Some(leader) != not).then_some(leader)
+        })
+        .await
+    }
+
+    async fn lists(&self) -> Vec<(LogIndex, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        for c in &self.nodes {
+            out.push(c.sm.send(GetList).await.unwrap());
+        }
+        out
+    }
+
+    /// Waits until every live state machine holds exactly `want`.
+    async fn converge(&self, want: &[Vec<u8>]) {
+        eventually("every state machine holding the same commands", || async {
+            self.lists()
+                .await
+                .iter()
+                .all(|(_, l)| l == want)
+                .then_some(())
+        })
+        .await
+    }
+}
+
+/// Polls `probe` until it yields a value, failing after [`DEADLINE`].
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn propose(raft: &Addr<RaftActor>, cmd: &str) -> Result<Vec<u8>, ProposeFailure> {
+    raft.send(Propose {
+        command: cmd.as_bytes().to_vec(),
+    })
+    .await
+    .expect("raft actor alive")
+}
+
+fn cmds(names: &[String]) -> Vec<Vec<u8>> {
+    names.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Shows the whole happy path: election, concurrent proposals answered with the state
+/// machine's responses, the same sequence on every controller, NotLeader with the leader's
+/// address on a follower, and read barriers on leader and follower that return only after
+/// the controller has applied what was committed.
+#[actix_rt::test]
+async fn three_controllers_replicate_the_same_sequence() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let lead = cluster.node(leader);
+
+    let names: Vec<String> = (0..40).map(|i| format!("cmd-{i}")).collect();
+    let answers = futures::future::join_all(names.iter().map(|n| propose(&lead.raft, n))).await;
+    for (n, a) in names.iter().zip(&answers) {
+        assert_eq!(
+            a.as_deref(),
+            Ok(format!("ok:{n}").as_bytes()),
+            "proposal {n}"
+        );
+    }
+    // Concurrent proposals commit in the order the leader received them.
+    cluster.converge(&cmds(&names)).await;
+
+    let follower = cluster.nodes.iter().find(|c| c.id != leader).unwrap();
+    match propose(&follower.raft, "nope").await {
+        Err(ProposeFailure::NotLeader {
+            leader: l,
+            leader_addr,
+        }) => {
+            assert_eq!(l, Some(leader));
+            assert_eq!(leader_addr.as_deref(), Some(lead.address.as_str()));
+        }
+        other => panic!("a follower accepted a proposal: {other:?}"),
+    }
+
+    propose(&lead.raft, "before-read").await.unwrap();
+    let index = lead
+        .raft
+        .send(ReadBarrier)
+        .await
+        .unwrap()
+        .expect("leader read barrier");
+    let (applied, list) = lead.sm.send(GetList).await.unwrap();
+    assert!(
+        applied >= index,
+        "read barrier {index} returned before apply ({applied})"
+    );
+    assert_eq!(
+        list.last().map(Vec::as_slice),
+        Some(b"before-read".as_slice())
+    );
+
+    // A follower's barrier goes through the leader (ReadIndex) and waits for its own apply.
+    propose(&lead.raft, "before-follower-read").await.unwrap();
+    let index = follower
+        .raft
+        .send(ReadBarrier)
+        .await
+        .unwrap()
+        .expect("follower read barrier");
+    let (applied, list) = follower.sm.send(GetList).await.unwrap();
+    assert!(
+        applied >= index,
+        "follower barrier {index} returned before apply ({applied})"
+    );
+    assert_eq!(
+        list.last().map(Vec::as_slice),
+        Some(b"before-follower-read".as_slice())
+    );
+}
+
+/// Stopping the leader: the two survivors elect a new leader in a higher term, and it
+/// accepts and replicates proposals.
+#[actix_rt::test]
+async fn losing_the_leader_elects_another_that_accepts_proposals() {
+    let mut cluster = Cluster::start(3).await;
+    let old = cluster.leader(None).await;
+    let old_term = cluster.statuses().await[0].status.soft.term;
+    propose(&cluster.node(old).raft, "first").await.unwrap();
+    cluster.converge(&cmds(&["first".into()])).await;
+
+    cluster.kill(old);
+    let new = cluster.leader(Some(old)).await;
+    assert_ne!(new, old);
+    let st = cluster.node(new).raft.send(GetRaftStatus).await.unwrap();
+    assert!(st.status.soft.term > old_term, "new leader in an old term");
+
+    let answer = eventually("the new leader to accept a proposal", || async {
+        propose(&cluster.node(new).raft, "second").await.ok()
+    })
+    .await;
+    assert_eq!(answer, b"ok:second");
+    cluster
+        .converge(&cmds(&["first".into(), "second".into()]))
+        .await;
+}
+
+/// Snapshots: after more than `snapshot_every_entries` (25) entries every controller has
+/// taken a snapshot and compacted its log; an explicit TriggerSnapshot reports where the
+/// latest snapshot is.
+#[actix_rt::test]
+async fn applied_entries_trigger_snapshots_and_compaction() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let names: Vec<String> = (0..60).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        propose(&cluster.node(leader).raft, n).await.unwrap();
+    }
+    cluster.converge(&cmds(&names)).await;
+    eventually("every controller to snapshot", || async {
+        cluster
+            .statuses()
+            .await
+            .iter()
+            .all(|s| s.snapshot_index >= LogIndex(25))
+            .then_some(())
+    })
+    .await;
+    let info = cluster
+        .node(leader)
+        .raft
+        .send(TriggerSnapshot)
+        .await
+        .unwrap()
+        .expect("snapshot");
+    let st = cluster.node(leader).raft.send(GetRaftStatus).await.unwrap();
+    assert_eq!(
+        info.index, st.applied,
+        "a triggered snapshot covers everything applied"
+    );
+    assert!(info.size_bytes > 0);
+}
+
+/// A membership change needs an address for a new member, and the leader refuses a second
+/// member with an id already in use.
+#[actix_rt::test]
+async fn membership_changes_are_validated() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let raft = &cluster.node(leader).raft;
+    let no_addr = raft
+        .send(ChangeMembership {
+            change: MemberChange::AddLearner {
+                id: NodeId(4),
+                address: String::new(),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(no_addr, Err(ProposeFailure::Refused(_))),
+        "{no_addr:?}"
+    );
+    let dup = raft
+        .send(ChangeMembership {
+            change: MemberChange::AddLearner {
+                id: NodeId(2),
+                address: "127.0.0.1:1".into(),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(matches!(dup, Err(ProposeFailure::Refused(_))), "{dup:?}");
+}
