@@ -33,8 +33,9 @@
 //! unsound. A controller whose raft actor dies must be restarted as a process (recovery is
 //! from the durable log). A storage failure exits the process (see [`LogWriter`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -127,6 +128,13 @@ pub struct RaftStatus {
     pub snapshot_index: LogIndex,
     /// Known gRPC addresses of members (and former members), by id.
     pub addresses: BTreeMap<NodeId, String>,
+    /// Log writer: Ready writes requested (count).
+    pub log_write_requests: u64,
+    /// Log writer: durable syncs performed (count); `log_write_requests / log_syncs` is the
+    /// group-commit factor of the writer itself.
+    pub log_syncs: u64,
+    /// Log writer: entries appended (count).
+    pub log_entries: u64,
 }
 
 /// Operator → raft actor: hand leadership to another voter (thesis §3.10).
@@ -327,7 +335,7 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
     let node = RawNode::new(config, store.clone())?;
     let writer = LogWriter::start(store);
     let soft = node.status().soft;
-    let actor = RaftActor {
+    let mut actor = RaftActor {
         id,
         node,
         writer,
@@ -351,6 +359,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         ticks: 0,
     };
     actor.sync_peers();
+    if actor.node.status().membership.voters == BTreeSet::from([id]) {
+        // The only voter need not wait out an election timeout to lead (single-member
+        // cluster, the `mlcp server` default).
+        actor.node.campaign();
+    }
     Ok(actor.start())
 }
 
@@ -789,9 +802,9 @@ impl RaftActor {
                 .push(w.respond);
         }
         let later = self.reads_ready.split_off(&self.applied.next());
-        for (_, waiters) in std::mem::replace(&mut self.reads_ready, later) {
+        for (index, waiters) in std::mem::replace(&mut self.reads_ready, later) {
             for w in waiters {
-                let _ = w.send(Ok(self.applied));
+                let _ = w.send(Ok(index));
             }
         }
     }
@@ -992,12 +1005,16 @@ impl Handler<GetRaftStatus> for RaftActor {
             .soft
             .leader
             .and_then(|l| self.addresses.get(&l).cloned());
+        let stats = self.writer.stats();
         MessageResult(RaftStatus {
             status,
             leader_address,
             applied: self.applied,
             snapshot_index: self.snapshot_index,
             addresses: self.addresses.clone(),
+            log_write_requests: stats.requests.load(Ordering::Relaxed),
+            log_syncs: stats.syncs.load(Ordering::Relaxed),
+            log_entries: stats.entries.load(Ordering::Relaxed),
         })
     }
 }
