@@ -18,7 +18,7 @@ use mlcp::actors::{
     TakeSnapshot,
 };
 use mlcp::gateway::ServerOptions;
-use mlcp::gateway::raft_service::{ReplicationHandle, start_replication};
+use mlcp::gateway::raft_service::{Bootstrap, ReplicationHandle, start_replication_with};
 use mlcp::raft::{EntryKind, LogIndex, NodeId, Role};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -100,12 +100,16 @@ struct Controller {
     address: String,
     raft: Addr<RaftActor>,
     sm: Addr<ListMachine>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    /// Closing it shuts the controller's gRPC server down (connections get GOAWAY).
+    shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 struct Cluster {
     nodes: Vec<Controller>,
+    /// Every controller's id and address, including stopped and joining ones.
+    peers: BTreeMap<u64, String>,
+    /// Data dirs by id; they outlive a stopped controller so it can restart from its log.
+    dirs: BTreeMap<u64, tempfile::TempDir>,
 }
 
 fn state_machine(sm: &Addr<ListMachine>) -> StateMachine {
@@ -116,15 +120,10 @@ fn state_machine(sm: &Addr<ListMachine>) -> StateMachine {
     }
 }
 
-fn options(
-    id: u64,
-    listen: std::net::SocketAddr,
-    peers: &BTreeMap<u64, String>,
-    dir: &std::path::Path,
-) -> ServerOptions {
+fn options(id: u64, peers: &BTreeMap<u64, String>, dir: &std::path::Path) -> ServerOptions {
     ServerOptions {
         node_id: id,
-        listen,
+        listen: peers[&id].parse().unwrap(),
         peers: peers.clone(),
         data_dir: dir.to_path_buf(),
         http_listen: None,
@@ -138,39 +137,71 @@ fn options(
 impl Cluster {
     async fn start(n: u64) -> Cluster {
         let mut listeners = Vec::new();
-        let mut peers = BTreeMap::new();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            peers: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+        };
         for id in 1..=n {
             let l = TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind loopback");
-            peers.insert(id, l.local_addr().unwrap().to_string());
+            cluster
+                .peers
+                .insert(id, l.local_addr().unwrap().to_string());
             listeners.push((id, l));
         }
-        let mut nodes = Vec::new();
         for (id, listener) in listeners {
-            let dir = tempfile::tempdir().unwrap();
-            let opts = options(id, listener.local_addr().unwrap(), &peers, dir.path());
-            let sm = ListMachine::default().start();
-            let handle = start_replication(&opts, state_machine(&sm))
-                .await
-                .expect("starts");
-            let ReplicationHandle { raft, service, .. } = handle;
-            let server = tokio::spawn(async move {
-                let _ = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(TcpListenerStream::new(listener))
-                    .await;
-            });
-            nodes.push(Controller {
-                id: NodeId(id),
-                address: peers[&id].clone(),
-                raft,
-                sm,
-                server,
-                _dir: dir,
-            });
+            cluster.dirs.insert(id, tempfile::tempdir().unwrap());
+            cluster
+                .launch(
+                    id,
+                    listener,
+                    cluster.peers.clone(),
+                    Bootstrap::InitialMember,
+                )
+                .await;
         }
-        Cluster { nodes }
+        cluster
+    }
+
+    /// Starts controller `id` on `listener` with its data dir and `peers` as configuration.
+    async fn launch(
+        &mut self,
+        id: u64,
+        listener: TcpListener,
+        peers: BTreeMap<u64, String>,
+        bootstrap: Bootstrap,
+    ) {
+        let opts = options(id, &peers, self.dirs[&id].path());
+        let sm = ListMachine::default().start();
+        // A just-stopped controller may still hold its log open for a moment.
+        let handle = eventually("the data dir to open", || {
+            let (opts, sm) = (&opts, &sm);
+            async move {
+                start_replication_with(opts, state_machine(sm), bootstrap)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        let ReplicationHandle { raft, service, .. } = handle;
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        self.nodes.push(Controller {
+            id: NodeId(id),
+            address: peers[&id].clone(),
+            raft,
+            sm,
+            shutdown,
+        });
     }
 
     fn node(&self, id: NodeId) -> &Controller {
@@ -179,10 +210,26 @@ impl Cluster {
 
     /// Stops a controller's raft actor and its server (as if the process died).
     fn kill(&mut self, id: NodeId) {
-        let c = self.node(id);
+        let at = self
+            .nodes
+            .iter()
+            .position(|c| c.id == id)
+            .expect("known node");
+        let c = self.nodes.remove(at);
         c.raft.do_send(StopRaft);
-        c.server.abort();
-        self.nodes.retain(|c| c.id != id);
+        let _ = c.shutdown.send(());
+    }
+
+    /// Restarts a stopped controller from its data dir, on its old address.
+    async fn restart(&mut self, id: NodeId) {
+        let address = self.peers[&id.0].clone();
+        let listener = eventually("the old port to be free", || {
+            let address = address.clone();
+            async move { TcpListener::bind(address).await.ok() }
+        })
+        .await;
+        self.launch(id.0, listener, self.peers.clone(), Bootstrap::InitialMember)
+            .await;
     }
 
     async fn statuses(&self) -> Vec<RaftStatus> {
@@ -426,4 +473,112 @@ async fn membership_changes_are_validated() {
         .await
         .unwrap();
     assert!(matches!(dup, Err(ProposeFailure::Refused(_))), "{dup:?}");
+}
+
+/// A follower stopped while the others go on and compact their logs restarts from its redb
+/// log; the leader no longer has the entries it misses, so it catches up through
+/// InstallSnapshot, and every controller ends with the same sequence.
+#[actix_rt::test]
+async fn a_restarted_follower_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let follower = cluster.nodes.iter().find(|c| c.id != leader).unwrap().id;
+    let mut names: Vec<String> = (0..10).map(|i| format!("before-{i}")).collect();
+    for n in &names {
+        propose(&cluster.node(leader).raft, n).await.unwrap();
+    }
+    cluster.converge(&cmds(&names)).await;
+
+    cluster.kill(follower);
+    for i in 0..60 {
+        let n = format!("during-{i}");
+        propose(&cluster.node(leader).raft, &n).await.unwrap();
+        names.push(n);
+    }
+    let st = cluster.node(leader).raft.send(GetRaftStatus).await.unwrap();
+    assert!(
+        st.snapshot_index > LogIndex(12),
+        "leader compacted past the follower's log"
+    );
+
+    cluster.restart(follower).await;
+    cluster.converge(&cmds(&names)).await;
+    let st = cluster
+        .node(follower)
+        .raft
+        .send(GetRaftStatus)
+        .await
+        .unwrap();
+    assert!(
+        st.snapshot_index >= LogIndex(25),
+        "caught up through a snapshot: {st:?}"
+    );
+    // It is a full member again: a proposal commits with it.
+    propose(&cluster.node(leader).raft, "after").await.unwrap();
+    names.push("after".into());
+    cluster.converge(&cmds(&names)).await;
+}
+
+/// A fourth controller joins: it starts as a non-member, the leader adds it as a learner
+/// (committing its address first, so every controller can reach it), it catches up,
+/// is promoted to voter, and then replicates new proposals like the others.
+#[actix_rt::test]
+async fn a_joining_controller_becomes_a_learner_then_a_voter() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let mut names: Vec<String> = (0..30).map(|i| format!("j{i}")).collect();
+    for n in &names {
+        propose(&cluster.node(leader).raft, n).await.unwrap();
+    }
+    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr4 = l4.local_addr().unwrap().to_string();
+    cluster.peers.insert(4, addr4.clone());
+    cluster.dirs.insert(4, tempfile::tempdir().unwrap());
+    cluster
+        .launch(4, l4, cluster.peers.clone(), Bootstrap::Join)
+        .await;
+
+    let raft = cluster.node(leader).raft.clone();
+    let add = MemberChange::AddLearner {
+        id: NodeId(4),
+        address: addr4.clone(),
+    };
+    let m = raft
+        .send(ChangeMembership { change: add })
+        .await
+        .unwrap()
+        .expect("learner added");
+    assert!(m.learners.contains(&NodeId(4)), "{m:?}");
+    cluster.converge(&cmds(&names)).await;
+
+    let m = eventually("the learner to be promoted", || async {
+        let promote = ChangeMembership {
+            change: MemberChange::Promote { id: NodeId(4) },
+        };
+        raft.send(promote).await.unwrap().ok()
+    })
+    .await;
+    assert!(
+        m.voters.contains(&NodeId(4)) && m.learners.is_empty(),
+        "{m:?}"
+    );
+
+    propose(&raft, "with-four").await.unwrap();
+    names.push("with-four".into());
+    cluster.converge(&cmds(&names)).await;
+    eventually(
+        "every controller to know the new member's address",
+        || async {
+            cluster
+                .statuses()
+                .await
+                .iter()
+                .all(|s| {
+                    s.addresses.get(&NodeId(4)) == Some(&addr4)
+                        && s.status.membership.voters.contains(&NodeId(4))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }

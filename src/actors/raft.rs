@@ -245,6 +245,9 @@ pub enum StartError {
         /// The configured ids.
         peers: Vec<u64>,
     },
+    /// Joining a cluster needs the addresses of its members.
+    #[error("joining a cluster needs --peers listing its members and this node")]
+    JoinWithoutPeers,
     /// A peer's address is empty.
     #[error("peer {id} has an empty address")]
     EmptyPeerAddress {
