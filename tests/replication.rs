@@ -582,3 +582,49 @@ async fn a_joining_controller_becomes_a_learner_then_a_voter() {
     )
     .await;
 }
+
+/// Not a test: prints committed proposals per second through three controllers (redb logs
+/// with real fsync, loopback gRPC) at several client concurrencies. Run with
+/// `cargo test --release --test replication -- --ignored --nocapture throughput`.
+#[actix_rt::test]
+#[ignore]
+async fn throughput() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    let raft = cluster.node(leader).raft.clone();
+    for clients in [1usize, 16, 64, 256] {
+        let per_client = 4000 / clients.min(64) + 8;
+        let started = std::time::Instant::now();
+        let mut lat = Vec::new();
+        let workers = (0..clients).map(|c| {
+            let raft = raft.clone();
+            async move {
+                let mut l = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let t = std::time::Instant::now();
+                    propose(&raft, &format!("c{c}-{i}"))
+                        .await
+                        .expect("committed");
+                    l.push(t.elapsed());
+                }
+                l
+            }
+        });
+        for l in futures::future::join_all(workers).await {
+            lat.extend(l);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        let st = raft.send(GetRaftStatus).await.unwrap();
+        println!(
+            "clients={clients:>3} proposals={:>6} rate={:>8.0}/s p50={:?} p99={:?} leader log: {} write requests, {} syncs",
+            lat.len(),
+            lat.len() as f64 / secs,
+            pct(0.50),
+            pct(0.99),
+            st.log_write_requests,
+            st.log_syncs,
+        );
+    }
+}
