@@ -110,6 +110,8 @@ struct Cluster {
     peers: BTreeMap<u64, String>,
     /// Data dirs by id; they outlive a stopped controller so it can restart from its log.
     dirs: BTreeMap<u64, tempfile::TempDir>,
+    /// Raft tick of every controller.
+    tick: Duration,
 }
 
 fn state_machine(sm: &Addr<ListMachine>) -> StateMachine {
@@ -136,11 +138,16 @@ fn options(id: u64, peers: &BTreeMap<u64, String>, dir: &std::path::Path) -> Ser
 
 impl Cluster {
     async fn start(n: u64) -> Cluster {
+        Cluster::start_with_tick(n, Duration::from_millis(20)).await
+    }
+
+    async fn start_with_tick(n: u64, tick: Duration) -> Cluster {
         let mut listeners = Vec::new();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             peers: BTreeMap::new(),
             dirs: BTreeMap::new(),
+            tick,
         };
         for id in 1..=n {
             let l = TcpListener::bind("127.0.0.1:0")
@@ -173,7 +180,8 @@ impl Cluster {
         peers: BTreeMap<u64, String>,
         bootstrap: Bootstrap,
     ) {
-        let opts = options(id, &peers, self.dirs[&id].path());
+        let mut opts = options(id, &peers, self.dirs[&id].path());
+        opts.tick = self.tick;
         let sm = ListMachine::default().start();
         // A just-stopped controller may still hold its log open for a moment.
         let handle = eventually("the data dir to open", || {
@@ -720,4 +728,32 @@ async fn a_data_dir_of_another_node_or_cluster_is_refused() {
         .err()
         .expect("a node missing from --peers is refused");
     assert!(err.to_string().contains("--peers"), "{err}");
+}
+
+/// Not a test: prints the time from stopping the leader to the first proposal committed by
+/// its successor, with the production tick (50 ms: election timeout 0.5–1 s). Run with
+/// `cargo test --release --test replication -- --ignored --nocapture failover`.
+#[actix_rt::test]
+#[ignore]
+async fn failover_time() {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut cluster = Cluster::start_with_tick(3, Duration::from_millis(50)).await;
+        let old = cluster.leader(None).await;
+        propose(&cluster.node(old).raft, "warm").await.unwrap();
+        let killed = std::time::Instant::now();
+        cluster.kill(old);
+        eventually("a successor to commit a proposal", || async {
+            for c in &cluster.nodes {
+                if propose(&c.raft, "after").await.is_ok() {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+        times.push(killed.elapsed());
+    }
+    times.sort();
+    println!("leader stop -> first committed write: {times:?}");
 }
