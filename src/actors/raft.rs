@@ -9,7 +9,16 @@
 //! 4. a received snapshot is restored into the state machine ([`RestoreSnapshot`]), then the
 //!    committed entries are applied ([`ApplyCommitted`]) and the proposers are answered with
 //!    the state machine's responses; read barriers whose index is applied are released;
-//! 5. [`RawNode::advance`] confirms the Ready.
+//! 5. [`RawNode::advance`] confirms the Ready once its write is durable and its entries are
+//!    applied.
+//!
+//! One deviation in timing, not in safety: when every committed entry of a Ready was already
+//! durable here before it (the usual case: the write carries newer entries and the new
+//! commit index), step 4 runs while step 2's write is in flight, as etcd applies alongside
+//! its WAL fsync. A committed entry is durable on a majority, so answering its proposer
+//! before this controller's next fsync acknowledges nothing that could be lost; step 5
+//! still waits for both. A Ready with a snapshot, or whose committed entries are in its
+//! own write, runs the steps strictly in order.
 //!
 //! Only one Ready is in flight. Proposals and peer messages that arrive meanwhile are fed to
 //! the core at once and accumulate there, so the next Ready carries all of them in one write
