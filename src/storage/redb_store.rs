@@ -197,8 +197,8 @@ impl RedbStore {
     /// open stores `(cluster_name, node_id)`; later opens with a different pair fail.
     ///
     /// # Errors
-    /// As [`RedbStore::open`], plus [`StorageError::Invalid`] ("data dir <dir> belongs to
-    /// node 2 of cluster 'x', not node 1 of cluster 'y'") on a mismatch, checked before the
+    /// As [`RedbStore::open`], plus [`StorageError::Invalid`] (`data dir <dir> belongs to
+    /// node 2 of cluster 'x', not node 1 of cluster 'y'`) on a mismatch, checked before the
     /// log is validated; nothing is written then.
     pub fn open_with_identity(
         dir: impl AsRef<Path>,
