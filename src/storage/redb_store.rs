@@ -1150,4 +1150,19 @@ mod tests {
             assert!(reader.join().unwrap() > 0);
         });
     }
+
+    #[test]
+    fn open_data_dir_creates_missing_dirs_and_binds_identity() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("var").join("mlcp").join("node-1");
+        let s = crate::storage::open_data_dir(&dir, "prod", NodeId(1)).unwrap();
+        assert!(dir.join(DB_FILE_NAME).is_file());
+        assert!(dir.join(SNAPSHOT_DIR_NAME).is_dir());
+        append(&s, 1..=3, 1);
+        drop(s);
+        let err = crate::storage::open_data_dir(&dir, "prod", NodeId(2)).unwrap_err();
+        assert!(matches!(err, StorageError::Invalid(_)), "{err:?}");
+        let s = crate::storage::open_data_dir(&dir, "prod", NodeId(1)).unwrap();
+        assert_eq!(s.last_index().unwrap(), LogIndex(3));
+    }
 }
