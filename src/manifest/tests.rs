@@ -848,3 +848,33 @@ fn ack_for_superseded_attempt_is_stale_and_ack_is_idempotent() {
         ManifestError::StaleAttempt { .. }
     ));
 }
+
+#[test]
+fn zombie_report_while_newer_attempt_runs_is_rejected_s1() {
+    let mut m = setup();
+    run(&mut m, T0, Kind::RegisterNode(reg("n2", 4))).unwrap();
+    run(&mut m, T0 + 1, assign(1, "n1", 1)).unwrap();
+    run(
+        &mut m,
+        T0 + 10,
+        Kind::NodeLost(NodeLost {
+            node_id: "n1".into(),
+        }),
+    )
+    .unwrap();
+    let nb = m.get_task(&tid(1)).unwrap().not_before;
+    run(&mut m, nb, assign(1, "n2", 2)).unwrap();
+    m.start_task(&tid(1), Attempt(2), "n2", nb + 1).unwrap();
+    // Attempt 2 is RUNNING on n2 when the zombie's attempt-1 report arrives.
+    assert!(matches!(
+        run(&mut m, nb + 2, report(1, 1, "n1", true, false)).unwrap_err(),
+        ManifestError::StaleAttempt {
+            attempt: 1,
+            current_attempt: 2,
+            ..
+        }
+    ));
+    let t = m.get_task(&tid(1)).unwrap();
+    assert_eq!(task_status(t), TaskStatus::Running);
+    assert_eq!(t.attempts[1].outcome, TaskStatus::Unspecified as i32);
+}

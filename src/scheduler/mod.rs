@@ -171,4 +171,6 @@ pub fn batch_task_ids(batch: &AssignTasks) -> Vec<TaskId> {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
