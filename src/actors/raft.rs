@@ -9,7 +9,16 @@
 //! 4. a received snapshot is restored into the state machine ([`RestoreSnapshot`]), then the
 //!    committed entries are applied ([`ApplyCommitted`]) and the proposers are answered with
 //!    the state machine's responses; read barriers whose index is applied are released;
-//! 5. [`RawNode::advance`] confirms the Ready.
+//! 5. [`RawNode::advance`] confirms the Ready once its write is durable and its entries are
+//!    applied.
+//!
+//! One deviation in timing, not in safety: when every committed entry of a Ready was already
+//! durable here before it (the usual case: the write carries newer entries and the new
+//! commit index), step 4 runs while step 2's write is in flight, as etcd applies alongside
+//! its WAL fsync. A committed entry is durable on a majority, so answering its proposer
+//! before this controller's next fsync acknowledges nothing that could be lost; step 5
+//! still waits for both. A Ready with a snapshot, or whose committed entries are in its
+//! own write, runs the steps strictly in order.
 //!
 //! Only one Ready is in flight. Proposals and peer messages that arrive meanwhile are fed to
 //! the core at once and accumulate there, so the next Ready carries all of them in one write
@@ -33,8 +42,9 @@
 //! unsound. A controller whose raft actor dies must be restarted as a process (recovery is
 //! from the durable log). A storage failure exits the process (see [`LogWriter`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -127,6 +137,13 @@ pub struct RaftStatus {
     pub snapshot_index: LogIndex,
     /// Known gRPC addresses of members (and former members), by id.
     pub addresses: BTreeMap<NodeId, String>,
+    /// Log writer: Ready writes requested (count).
+    pub log_write_requests: u64,
+    /// Log writer: durable syncs performed (count); `log_write_requests / log_syncs` is the
+    /// group-commit factor of the writer itself.
+    pub log_syncs: u64,
+    /// Log writer: entries appended (count).
+    pub log_entries: u64,
 }
 
 /// Operator → raft actor: hand leadership to another voter (thesis §3.10).
@@ -191,6 +208,9 @@ pub enum SnapshotFailure {
     /// The state machine could not serialize itself.
     #[error("the state machine refused to snapshot: {0}")]
     StateMachine(String),
+    /// Nothing has been applied yet, so there is nothing to snapshot.
+    #[error("nothing applied yet")]
+    NothingApplied,
     /// The core could not describe the snapshot index.
     #[error("snapshot metadata unavailable: {0}")]
     Meta(String),
@@ -234,6 +254,9 @@ pub enum StartError {
         /// The configured ids.
         peers: Vec<u64>,
     },
+    /// Joining a cluster needs the addresses of its members.
+    #[error("joining a cluster needs --peers listing its members and this node")]
+    JoinWithoutPeers,
     /// A peer's address is empty.
     #[error("peer {id} has an empty address")]
     EmptyPeerAddress {
@@ -286,6 +309,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
     } = parts;
     let snapshot = store.snapshot()?;
     let snapshot_index = snapshot.meta.index;
+    let latest_snapshot = (snapshot_index > LogIndex(0)).then_some(SnapshotInfo {
+        index: snapshot_index,
+        term: snapshot.meta.term,
+        size_bytes: snapshot.data.len() as u64,
+    });
     if snapshot_index > LogIndex(0) {
         let (book, state) = wire::decode_snapshot_data(&snapshot.data).map_err(|source| {
             StartError::SnapshotFormat {
@@ -315,11 +343,12 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         }
     }
     let configured = addresses.clone();
+    let store_last = store.last_index()?;
     let id = config.id;
     let node = RawNode::new(config, store.clone())?;
     let writer = LogWriter::start(store);
     let soft = node.status().soft;
-    let actor = RaftActor {
+    let mut actor = RaftActor {
         id,
         node,
         writer,
@@ -331,7 +360,9 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         soft,
         applied: snapshot_index,
         snapshot_index,
+        latest_snapshot,
         snapshot_after: snapshot_index,
+        durable_last: store_last,
         busy: false,
         proposals: BTreeMap::new(),
         next_read_ctx: 1,
@@ -342,6 +373,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         ticks: 0,
     };
     actor.sync_peers();
+    if actor.node.status().membership.voters == BTreeSet::from([id]) {
+        // The only voter need not wait out an election timeout to lead (single-member
+        // cluster, the `mlcp server` default).
+        actor.node.campaign();
+    }
     Ok(actor.start())
 }
 
@@ -364,10 +400,21 @@ struct ReadWaiter {
 
 /// What the asynchronous half of Ready processing hands back.
 struct ApplyOutcome {
-    /// Index of the snapshot restored, if one was.
-    restored: Option<LogIndex>,
+    /// The snapshot restored, if one was.
+    restored: Option<SnapshotInfo>,
     /// The state machine's answers for the applied entries.
     results: Vec<ApplyResult>,
+    /// The Ready's write, when it runs alongside the apply.
+    write: Option<WriteTask>,
+}
+
+/// A Ready's durable write (then its `persisted_messages`), running on its own task.
+type WriteTask = tokio::task::JoinHandle<Result<(), WriterStopped>>;
+
+async fn join_write(task: WriteTask) -> Result<(), PipelineError> {
+    task.await
+        .map_err(|_| PipelineError::Writer(WriterStopped))??;
+    Ok(())
 }
 
 /// Why the asynchronous half of Ready processing failed; each is fatal for this member.
@@ -399,8 +446,12 @@ pub struct RaftActor {
     applied: LogIndex,
     /// Index of the latest snapshot in storage.
     snapshot_index: LogIndex,
+    /// The latest snapshot in storage, if any.
+    latest_snapshot: Option<SnapshotInfo>,
     /// The next automatic snapshot is due `snapshot_every_entries` after this index.
     snapshot_after: LogIndex,
+    /// Last log index known durable in storage.
+    durable_last: LogIndex,
     /// A Ready or a snapshot is being processed.
     busy: bool,
     proposals: BTreeMap<LogIndex, ProposalWaiter>,
@@ -510,9 +561,29 @@ impl RaftActor {
         if !messages.is_empty() {
             self.outbox.send(messages);
         }
-        let restore = snapshot.as_ref().map(|s| self.unwrap_received_snapshot(s));
+        let restore = snapshot.as_ref().map(|s| {
+            let info = SnapshotInfo {
+                index: s.meta.index,
+                term: s.meta.term,
+                size_bytes: s.data.len() as u64,
+            };
+            (info, self.unwrap_received_snapshot(s))
+        });
         let mut peers_changed = restore.is_some();
         let (to_apply, applied_ids) = self.unwrap_committed(committed_entries, &mut peers_changed);
+        let durable_after = match (&snapshot, entries.last()) {
+            (_, Some(last)) => last.index,
+            (Some(snap), None) => snap.meta.index,
+            (None, None) => self.durable_last,
+        };
+        // Entries that are committed and already durable here can be applied while this
+        // Ready's own write is in flight (etcd applies concurrently with its WAL fsync): a
+        // committed entry is durable on a majority, and the write only adds newer entries
+        // and the hard state. A snapshot, or a committed entry this very write stores, waits.
+        let overlap = restore.is_none()
+            && applied_ids
+                .last()
+                .is_none_or(|(last, _)| *last <= self.durable_last);
         let batch = WriteBatch {
             snapshot,
             entries,
@@ -520,64 +591,79 @@ impl RaftActor {
         };
         let writer = self.writer.clone();
         let outbox = self.outbox.clone();
-        let sm = self.sm.clone();
-        let work = async move {
+        let write = tokio::spawn(async move {
             if !batch.is_empty() {
                 writer.write(batch).await?;
             }
             if !persisted_messages.is_empty() {
                 outbox.send(persisted_messages);
             }
+            Ok::<_, WriterStopped>(())
+        });
+        let sm = self.sm.clone();
+        let apply = async move {
+            let write = if overlap {
+                Some(write)
+            } else {
+                join_write(write).await?;
+                None
+            };
             let mut restored = None;
-            if let Some(restore) = restore {
-                let index = restore.snapshot.meta.index;
+            if let Some((info, restore)) = restore {
                 sm.restore
                     .send(restore)
                     .await?
-                    .map_err(|reason| PipelineError::Restore { index, reason })?;
-                restored = Some(index);
+                    .map_err(|reason| PipelineError::Restore {
+                        index: info.index,
+                        reason,
+                    })?;
+                restored = Some(info);
             }
             let results = if to_apply.is_empty() {
                 Vec::new()
             } else {
                 sm.apply.send(ApplyCommitted { entries: to_apply }).await?
             };
-            Ok::<_, PipelineError>(ApplyOutcome { restored, results })
+            Ok::<_, PipelineError>(ApplyOutcome {
+                restored,
+                results,
+                write,
+            })
         };
-        ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
-            act.finish_ready(
-                number,
-                applied_ids,
-                read_states,
-                peers_changed,
-                outcome,
-                ctx,
-            )
-        }));
+        let pipeline = apply
+            .into_actor(self)
+            .then(move |outcome, act, ctx| {
+                let write = act.finish_apply(applied_ids, read_states, outcome, ctx);
+                async move {
+                    match write {
+                        Ok(Some(w)) => join_write(w).await,
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                .into_actor(act)
+            })
+            .map(move |written, act, ctx| {
+                act.finish_ready(number, durable_after, peers_changed, written, ctx)
+            });
+        ctx.spawn(pipeline);
     }
 
-    fn finish_ready(
+    /// Answers proposers and read barriers once the state machine has applied a Ready's
+    /// committed entries. Returns the Ready's write if it is still in flight.
+    fn finish_apply(
         &mut self,
-        number: u64,
         applied_ids: Vec<(LogIndex, Term)>,
         read_states: Vec<ReadState>,
-        peers_changed: bool,
         outcome: Result<ApplyOutcome, PipelineError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(err) => {
-                // The log and the state machine can no longer be kept in step; a restart
-                // recovers from the durable log.
-                tracing::error!(id = %self.id, error = %err, "raft pipeline failed; stopping");
-                ctx.stop();
-                return;
-            }
-        };
-        if let Some(index) = outcome.restored {
+        _ctx: &mut Context<Self>,
+    ) -> Result<Option<WriteTask>, PipelineError> {
+        let outcome = outcome?;
+        if let Some(info) = outcome.restored {
+            let index = info.index;
             self.applied = index;
             self.snapshot_index = self.snapshot_index.max(index);
+            self.latest_snapshot = Some(info);
             self.snapshot_after = self.snapshot_after.max(index);
             // Entries up to the snapshot were applied elsewhere; their outcome is unknown here.
             let later = self.proposals.split_off(&index.next());
@@ -615,6 +701,26 @@ impl RaftActor {
             }
         }
         self.serve_reads(read_states);
+        Ok(outcome.write)
+    }
+
+    /// Confirms a Ready to the core once its write is durable and its entries applied.
+    fn finish_ready(
+        &mut self,
+        number: u64,
+        durable_after: LogIndex,
+        peers_changed: bool,
+        written: Result<(), PipelineError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(err) = written {
+            // The log and the state machine can no longer be kept in step; a restart
+            // recovers from the durable log.
+            tracing::error!(id = %self.id, error = %err, "raft pipeline failed; stopping");
+            ctx.stop();
+            return;
+        }
+        self.durable_last = durable_after;
         self.node.advance(number);
         self.busy = false;
         if peers_changed {
@@ -767,9 +873,9 @@ impl RaftActor {
                 .push(w.respond);
         }
         let later = self.reads_ready.split_off(&self.applied.next());
-        for (_, waiters) in std::mem::replace(&mut self.reads_ready, later) {
+        for (index, waiters) in std::mem::replace(&mut self.reads_ready, later) {
             for w in waiters {
-                let _ = w.send(Ok(self.applied));
+                let _ = w.send(Ok(index));
             }
         }
     }
@@ -803,39 +909,45 @@ impl RaftActor {
         taken: Result<(LogIndex, Vec<u8>), SnapshotFailure>,
         ctx: &mut Context<Self>,
     ) {
-        let snapshot = taken.and_then(|(index, state)| {
-            let meta = self
-                .node
-                .snapshot_meta(index)
-                .map_err(|e| SnapshotFailure::Meta(e.to_string()))?;
-            Ok(Snapshot {
-                meta,
-                data: wire::encode_snapshot_data(&self.addresses, state),
-            })
-        });
-        let snapshot = match snapshot {
-            Ok(s) => s,
+        let taken = match taken {
+            Ok(t) => t,
             Err(err) => {
                 tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
                 self.end_snapshot(Err(err), ctx);
                 return;
             }
         };
+        let (index, state) = taken;
+        if index <= self.snapshot_index {
+            // Nothing applied since the last one; the stored snapshot already covers it.
+            let latest = self.latest_snapshot.ok_or(SnapshotFailure::NothingApplied);
+            self.end_snapshot(latest, ctx);
+            return;
+        }
+        let meta = match self.node.snapshot_meta(index) {
+            Ok(m) => m,
+            Err(err) => {
+                let err = SnapshotFailure::Meta(err.to_string());
+                tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
+                self.end_snapshot(Err(err), ctx);
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: wire::encode_snapshot_data(&self.addresses, state),
+        };
         let info = SnapshotInfo {
             index: snapshot.meta.index,
             term: snapshot.meta.term,
             size_bytes: snapshot.data.len() as u64,
         };
-        if info.index <= self.snapshot_index {
-            // Nothing applied since the last one; it already covers this state.
-            self.end_snapshot(Ok(info), ctx);
-            return;
-        }
         let writer = self.writer.clone();
         let work = async move { writer.compact(snapshot).await };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
                 act.snapshot_index = info.index;
+                act.latest_snapshot = Some(info);
                 act.node.on_snapshot_taken(info.index);
                 tracing::info!(id = %act.id, index = %info.index, bytes = info.size_bytes, "snapshot taken; log compacted");
                 act.end_snapshot(Ok(info), ctx);
@@ -964,12 +1076,16 @@ impl Handler<GetRaftStatus> for RaftActor {
             .soft
             .leader
             .and_then(|l| self.addresses.get(&l).cloned());
+        let stats = self.writer.stats();
         MessageResult(RaftStatus {
             status,
             leader_address,
             applied: self.applied,
             snapshot_index: self.snapshot_index,
             addresses: self.addresses.clone(),
+            log_write_requests: stats.requests.load(Ordering::Relaxed),
+            log_syncs: stats.syncs.load(Ordering::Relaxed),
+            log_entries: stats.entries.load(Ordering::Relaxed),
         })
     }
 }
@@ -1005,6 +1121,24 @@ impl Handler<ChangeMembership> for RaftActor {
 
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        let reply = |rx: oneshot::Receiver<_>| -> Self::Result {
+            Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        };
+        let status = self.node.status();
+        if status.soft.role != Role::Leader {
+            let _ = tx.send(Err(self.not_leader(status.soft.leader)));
+            return reply(rx);
+        }
+        let change = match &msg.change {
+            MemberChange::AddLearner { id, .. } => ConfChange::AddLearner(*id),
+            MemberChange::Promote { id } => ConfChange::PromoteLearner(*id),
+            MemberChange::Remove { id } => ConfChange::RemoveNode(*id),
+        };
+        // Refuse an invalid change before anything (such as an address record) is proposed.
+        if let Err(err) = status.membership.apply(&change) {
+            let _ = tx.send(Err(ProposeFailure::Refused(err.to_string())));
+            return reply(rx);
+        }
         let change = match msg.change {
             MemberChange::AddLearner { id, address } => {
                 if address.is_empty() {
@@ -1039,7 +1173,7 @@ impl Handler<ChangeMembership> for RaftActor {
             }
         }
         self.maybe_ready(ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        reply(rx)
     }
 }
 

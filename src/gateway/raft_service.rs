@@ -16,11 +16,10 @@ use crate::actors::raft::{
 use crate::actors::transport::{
     GrpcTransport, PeerChannels, RAFT_BATCH_BYTES_MAX, TransportOptions, TransportStats,
 };
-use crate::actors::wire::decode_message;
 use crate::gateway::ServerOptions;
 use crate::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::proto::{RaftAck, RaftBatch};
-use crate::raft::{Config, NodeId};
+use crate::raft::{Config, Message, NodeId};
 
 /// Receives Raft messages from peers and steps them into the local raft actor.
 #[derive(Clone)]
@@ -71,7 +70,7 @@ impl RaftService for RaftGrpc {
         }
         let mut decoded = Vec::with_capacity(messages.len());
         for (i, bytes) in messages.iter().enumerate() {
-            let m = decode_message(bytes)
+            let m = Message::decode(bytes)
                 .map_err(|e| Status::invalid_argument(format!("messages[{i}]: {e}")))?;
             if m.from.0 != from || m.to != self.self_id {
                 return Err(Status::invalid_argument(format!(
@@ -143,6 +142,28 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
         .collect())
 }
 
+/// How this controller enters the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// It is one of the initial voters, `ServerOptions::peers` (the default).
+    #[default]
+    InitialMember,
+    /// It joins a running cluster: `ServerOptions::peers` lists the cluster's initial voters
+    /// plus this controller (for its own address); it starts as a non-member that waits for
+    /// the leader to add it (`ChangeMembership::AddLearner`) and so never campaigns before.
+    Join,
+}
+
+/// [`start_replication_with`] for an initial member.
+///
+/// Errors: see [`StartError`]; each displays as one line naming what was wrong.
+pub async fn start_replication(
+    opts: &ServerOptions,
+    state_machine: StateMachine,
+) -> Result<ReplicationHandle, StartError> {
+    start_replication_with(opts, state_machine, Bootstrap::InitialMember).await
+}
+
 /// Brings up this controller's replication shell and returns its handles:
 ///
 /// 1. checks the membership options ([`initial_members`]);
@@ -158,18 +179,26 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
 /// with `SubscribeLeadership`.
 ///
 /// Errors: see [`StartError`]; each displays as one line naming what was wrong.
-pub async fn start_replication(
+pub async fn start_replication_with(
     opts: &ServerOptions,
     state_machine: StateMachine,
+    bootstrap: Bootstrap,
 ) -> Result<ReplicationHandle, StartError> {
     let members = initial_members(opts)?;
     let node_id = NodeId(opts.node_id);
+    if bootstrap == Bootstrap::Join && members.len() < 2 {
+        return Err(StartError::JoinWithoutPeers);
+    }
     let store = crate::storage::open_data_dir(&opts.data_dir, &opts.cluster_name, node_id)
         .map_err(|source| StartError::DataDir {
             dir: opts.data_dir.clone(),
             source,
         })?;
-    let mut config = Config::new(node_id, members.keys().copied());
+    let voters = members.keys().copied().filter(|id| match bootstrap {
+        Bootstrap::InitialMember => true,
+        Bootstrap::Join => *id != node_id,
+    });
+    let mut config = Config::new(node_id, voters);
     config.seed = rand::random();
     let peers = PeerChannels::new(TransportOptions::default());
     let transport = Arc::new(GrpcTransport::new(

@@ -362,6 +362,75 @@ impl Liveness {
     }
 }
 
+impl Liveness {
+    /// Fills a node's live fields from what this leader heard (the manifest holds only the
+    /// registration): `last_heartbeat` (leader wall clock, unix ms), `cpu_usage`,
+    /// `memory_usage` (percent) and `agent_time` (the agent's clock, display only).
+    pub fn decorate(&self, node: &mut crate::proto::Node) {
+        if let Some(s) = self.seen.get(&node.node_id) {
+            node.last_heartbeat = s.wall_ms;
+            node.cpu_usage = s.cpu_usage;
+            node.memory_usage = s.memory_usage;
+            node.agent_time = s.agent_time_ms;
+        }
+    }
+}
+
+/// Run-timeout tracking on the leader's monotonic clock (issue 4 §3; SCENARIOS S8): the
+/// first time this leader sees an attempt in flight starts its clock. A new leader starts
+/// every clock afresh, which can only lengthen a timeout, never shorten it.
+#[derive(Clone, Debug, Default)]
+pub struct RunTimers {
+    started: BTreeMap<(String, u32), u64>,
+}
+
+impl RunTimers {
+    /// No attempts tracked.
+    pub fn new() -> RunTimers {
+        RunTimers::default()
+    }
+
+    /// Forgets everything (on losing or gaining leadership).
+    pub fn clear(&mut self) {
+        self.started.clear();
+    }
+
+    /// Syncs with the manifest at monotonic `now_ms`, then returns the in-flight attempts
+    /// whose run timeout plus `report_grace_ms` has passed (an `ExpireTasks` with
+    /// `run_timed_out` only; queue timeouts are `Manifest::timed_out`'s, on the wall clock).
+    pub fn expired(
+        &mut self,
+        manifest: &Manifest,
+        now_ms: u64,
+        report_grace_ms: u64,
+    ) -> crate::manifest::command::ExpireTasks {
+        let mut live = BTreeMap::new();
+        for node in manifest.all_nodes() {
+            for t in manifest.active_tasks_on(&node.node_id) {
+                if t.run_timeout_ms > 0 {
+                    let key = (t.task_id.clone(), t.attempt);
+                    let since = self.started.get(&key).copied().unwrap_or(now_ms);
+                    live.insert(key, (since, t.run_timeout_ms));
+                }
+            }
+        }
+        let mut out = crate::manifest::command::ExpireTasks::default();
+        self.started = live
+            .into_iter()
+            .map(|(key, (since, timeout))| {
+                if now_ms.saturating_sub(since) >= timeout.saturating_add(report_grace_ms) {
+                    out.run_timed_out.push(AttemptRef {
+                        task_id: key.0.clone(),
+                        attempt: key.1,
+                    });
+                }
+                (key, since)
+            })
+            .collect();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +612,48 @@ mod tests {
         l.become_leader(0);
         // ...but 2 of 2 is below mass_failure_nodes_min and they are declared.
         assert_eq!(l.evaluate(6_000, &m, true).lost_nodes.len(), 2);
+    }
+
+    #[test]
+    fn run_timers_use_the_leader_clock_and_restart_on_a_new_leader() {
+        let mut m = manifest_with(1);
+        let id = TaskId::new_v7(T0 as u64, [2; 10]);
+        m.apply_command(&command::command(
+            T0,
+            1,
+            Kind::SubmitTask(command::SubmitTask {
+                task_id: id.to_string(),
+                task_type: "sleep".into(),
+                task_data: "{}".into(),
+                run_timeout_ms: 1_000,
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+        m.assign_task(&id, "n00", crate::manifest::Attempt(1), T0)
+            .unwrap();
+        let mut timers = RunTimers::new();
+        assert!(timers.expired(&m, 50_000, 200).run_timed_out.is_empty());
+        assert!(timers.expired(&m, 51_100, 200).run_timed_out.is_empty());
+        let e = timers.expired(&m, 51_200, 200);
+        assert_eq!(e.run_timed_out.len(), 1);
+        // A new leader starts the clock afresh.
+        timers.clear();
+        assert!(timers.expired(&m, 90_000, 200).run_timed_out.is_empty());
+    }
+
+    #[test]
+    fn decorate_fills_live_fields() {
+        let m = manifest_with(1);
+        let mut l = Liveness::new(cfg());
+        l.become_leader(0);
+        l.observe_heartbeat("n00", 10, T0 + 5, 12.5, 40.0, 777);
+        let mut n = m.get_node("n00").unwrap();
+        l.decorate(&mut n);
+        assert_eq!(
+            (n.last_heartbeat, n.cpu_usage, n.memory_usage, n.agent_time),
+            (T0 + 5, 12.5, 40.0, 777)
+        );
     }
 
     #[test]

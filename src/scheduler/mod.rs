@@ -11,6 +11,8 @@
 //! The result is an `AssignTasks` command, bounded in size; `apply` re-checks every item
 //! (a batch computed from a slightly stale state cannot double-assign or overfill a node).
 
+#![warn(missing_docs)]
+
 pub mod liveness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,5 +172,7 @@ pub fn batch_task_ids(batch: &AssignTasks) -> Vec<TaskId> {
         .collect()
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;
