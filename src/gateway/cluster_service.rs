@@ -2,6 +2,8 @@
 //! node drain. Status and snapshots answer for the receiving controller; changes run on the
 //! leader (followers forward).
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

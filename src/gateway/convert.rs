@@ -4,6 +4,8 @@
 //! Each conversion destructures the request message fully, so a field added to the proto
 //! breaks the build here until it is handled.
 
+#![warn(missing_docs)]
+
 use tonic::Status;
 use uuid::Uuid;
 

@@ -3,6 +3,8 @@
 //! committed assignments (linearizable, SCENARIOS S6), and acknowledgements and reports are
 //! commands answered only once committed (issue 4 §2).
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 use tokio::time::Instant;

@@ -7,6 +7,8 @@
 //! servers are spawned onto the runtime's worker threads and reach the actors through their
 //! bounded mailboxes. The log writer has its own thread (see `crate::actors::log_writer`).
 
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

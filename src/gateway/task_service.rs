@@ -1,6 +1,8 @@
 //! `mlcp.v1.TaskService`: submit, read, list, cancel and watch tasks. Handlers decode, call an
 //! actor and map the error; writes and consistent reads run on the leader (followers forward).
 
+#![warn(missing_docs)]
+
 use std::pin::Pin;
 
 use tokio_stream::Stream;
