@@ -91,3 +91,9 @@ pub struct Propose {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<LogIndex, ProposeFailure>")]
 pub struct ReadBarrier;
+
+// Replication shell (raft actor, log writer, peer transport, their byte encodings).
+pub mod log_writer;
+pub mod raft;
+pub mod transport;
+pub mod wire;

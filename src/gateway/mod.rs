@@ -1,5 +1,7 @@
 //! tonic services over the actors, and the controller process bootstrap.
 
+pub mod raft_service;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
