@@ -101,7 +101,7 @@ struct Held {
 struct Agent {
     opts: AgentOptions,
     controllers: Controllers,
-    registry: ExecutorRegistry,
+    registry: Arc<ExecutorRegistry>,
     held: Mutex<BTreeMap<AttemptKey, Held>>,
     slots: Arc<Semaphore>,
     /// Number of attempt tasks alive (spawned and not yet settled).
@@ -123,7 +123,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
         slots: Arc::new(Semaphore::new(opts.slots as usize)),
         opts,
         controllers,
-        registry: ExecutorRegistry::builtin(),
+        registry: Arc::new(ExecutorRegistry::builtin()),
         held: Mutex::new(BTreeMap::new()),
         in_flight: watch::Sender::new(0),
         hard_stop: CancellationToken::new(),
@@ -369,6 +369,11 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
         .with_max_delay(Duration::from_secs(5))
         .without_max_times();
     let mut rejected_backoff = backoff_builder.build();
+    // Consecutive polls that came back empty well before their wait (a redirect after a
+    // leadership change, or a server that does not long-poll). The first re-poll goes out at
+    // once so agents reach a new leader immediately (issue 4 §7); later ones are paced so a
+    // misbehaving server is not polled in a tight loop.
+    let mut early_empty_streak: u32 = 0;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -383,6 +388,7 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
             wait_ms: wait.as_millis() as u64,
             free_slots: permits.len() as u32,
         };
+        let polled_at = Instant::now();
         let outcome = agent
             .controllers
             .call("PollTask", shutdown, wait + RPC_TIMEOUT, |mut client| {
@@ -398,12 +404,26 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
                 if let Some(leader) = &response.leader {
                     agent.controllers.follow_leader(&leader.leader_address);
                 }
+                let early_empty = response.assignments.is_empty() && polled_at.elapsed() < wait / 2;
+                early_empty_streak = if early_empty {
+                    early_empty_streak + 1
+                } else {
+                    0
+                };
+                let pause = early_empty_pause(early_empty_streak);
                 for assignment in response.assignments {
                     let permit = permits.pop();
                     if permit.is_none() {
                         tracing::warn!(task_id = %assignment.task_id, "more assignments than free slots; running it anyway");
                     }
                     start_attempt(agent, assignment, permit);
+                }
+                drop(permits);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
             Err(CallError::Cancelled) => return,
@@ -417,6 +437,15 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Pause before re-polling after `streak` consecutive early empty polls: none for the first,
+/// then 20 ms doubling up to 1 s.
+fn early_empty_pause(streak: u32) -> Duration {
+    match streak {
+        0 | 1 => Duration::ZERO,
+        k => Duration::from_millis(10u64 << (k - 1).min(7)).min(Duration::from_secs(1)),
     }
 }
 
@@ -651,4 +680,18 @@ async fn all_settled(agent: &Agent) {
     let mut in_flight = agent.in_flight.subscribe();
     // The sender lives in `agent`, so the channel cannot close while we wait.
     let _ = in_flight.wait_for(|n| *n == 0).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_empty_polls_are_paced_after_the_first() {
+        assert_eq!(early_empty_pause(0), Duration::ZERO);
+        assert_eq!(early_empty_pause(1), Duration::ZERO);
+        assert_eq!(early_empty_pause(2), Duration::from_millis(20));
+        assert_eq!(early_empty_pause(3), Duration::from_millis(40));
+        assert_eq!(early_empty_pause(50), Duration::from_secs(1));
+    }
 }
