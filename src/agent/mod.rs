@@ -1,6 +1,8 @@
 //! The worker agent (`mlcp agent`): registers through its first heartbeat, heartbeats with
 //! real CPU/memory usage, long-polls for tasks, runs them with built-in executors and reports.
 
+pub mod executor;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
