@@ -238,7 +238,9 @@ pub enum TaskCommand {
         client: ClientArgs,
     },
     /// List tasks, oldest first.
-    #[command(after_help = "Example:\n  mlcp task list --status COMPLETED --limit 20 --output json")]
+    #[command(
+        after_help = "Example:\n  mlcp task list --status COMPLETED --limit 20 --output json"
+    )]
     List {
         /// Only tasks in this status: PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED.
         #[arg(long, value_name = "S")]
@@ -274,7 +276,12 @@ pub struct TaskSubmitArgs {
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
     /// Higher runs first; negative allowed.
-    #[arg(long, value_name = "P", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub priority: i32,
     /// A retry with the same key returns the task created the first time.
     #[arg(long, value_name = "K")]
@@ -317,6 +324,9 @@ pub enum NodeCommand {
         /// Wait up to this many seconds for the node's running tasks to finish.
         #[arg(long, value_name = "SECS")]
         deadline: Option<u64>,
+        /// Undo a drain: the node takes new placements again.
+        #[arg(long)]
+        undo: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -332,7 +342,33 @@ pub enum ClusterCommand {
     },
     /// Hand leadership to another voter (Raft TimeoutNow).
     TransferLeader {
-        /// Raft id of the voter to become leader.
+        /// Raft id of the voter to become leader (0 = the most up-to-date other voter).
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a controller as a non-voting learner; it starts receiving the log.
+    #[command(
+        after_help = "Start the new controller first with --peers listing the current members and itself, then:\n  mlcp cluster add-learner 4 10.0.0.4:50051\n  mlcp cluster promote 4"
+    )]
+    AddLearner {
+        /// Raft id of the new member (positive, unused).
+        id: u64,
+        /// Its gRPC address, `HOST:PORT`.
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Promote a caught-up learner to voter.
+    Promote {
+        /// Raft id of the learner.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a member from the cluster (a removed leader steps down).
+    Remove {
+        /// Raft id of the member.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -373,7 +409,12 @@ pub struct BenchArgs {
     #[arg(long = "server", value_name = "ADDR,…")]
     pub servers: Option<String>,
     /// Concurrent-client levels of the submit phase.
-    #[arg(long, value_name = "N,…", default_value = "1,16,64,256", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "N,…",
+        default_value = "1,16,64,256",
+        value_delimiter = ','
+    )]
     pub clients: Vec<usize>,
     /// Seconds per submit level.
     #[arg(long, value_name = "SECS", default_value_t = 5)]

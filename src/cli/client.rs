@@ -75,7 +75,10 @@ impl Client {
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| describe_transport(&e))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| describe_transport(&e))?;
         self.channels
             .lock()
             .expect("poisoned")

@@ -294,7 +294,10 @@ pub fn parse_labels(entries: &[String]) -> Result<BTreeMap<String, String>, Conf
 }
 
 /// Resolves `mlcp server`'s options.
-pub fn server_options(file: Option<&Path>, flags: &ServerArgs) -> Result<ServerOptions, ConfigError> {
+pub fn server_options(
+    file: Option<&Path>,
+    flags: &ServerArgs,
+) -> Result<ServerOptions, ConfigError> {
     let raw: ServerFile = layered("server", ServerFile::default(), file, flags)?;
     if raw.node_id == 0 {
         return Err(ConfigError::Zero("server.node_id"));
@@ -380,6 +383,8 @@ pub fn client_config(file: Option<&Path>, flags: &ClientArgs) -> Result<ClientCo
 }
 
 #[cfg(test)]
+// `Jail::expect_with` fixes the closure's error type to figment's (large) error.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -425,7 +430,11 @@ mod tests {
             let opts = server_options(None, &flags).map_err(jail_err)?;
             assert_eq!(opts.node_id, 3, "file value kept");
             assert_eq!(opts.cluster_name, "from-env", "env beats file");
-            assert_eq!(opts.listen, "127.0.0.1:9999".parse().unwrap(), "flag beats env");
+            assert_eq!(
+                opts.listen,
+                "127.0.0.1:9999".parse().unwrap(),
+                "flag beats env"
+            );
             assert_eq!(opts.peers.len(), 3);
             assert_eq!(opts.peers[&2], "127.0.0.1:7002");
 
@@ -435,7 +444,10 @@ mod tests {
                 ..AgentArgs::default()
             };
             let agent = agent_options(None, &agent_flags).map_err(jail_err)?;
-            assert_eq!(agent.node_id, "7", "a numeric env value is still a string id");
+            assert_eq!(
+                agent.node_id, "7",
+                "a numeric env value is still a string id"
+            );
             assert_eq!(agent.labels.get("gpu").map(String::as_str), Some("a100"));
             assert_eq!(agent.labels.get("pool").map(String::as_str), Some("train"));
             Ok(())
@@ -450,7 +462,10 @@ mod tests {
                 ..ServerArgs::default()
             };
             let err = server_options(None, &flags).unwrap_err().to_string();
-            assert!(err.contains("server.peers") && err.contains("x=b:2"), "{err}");
+            assert!(
+                err.contains("server.peers") && err.contains("x=b:2"),
+                "{err}"
+            );
 
             let flags = ServerArgs {
                 node_id: Some(4),

@@ -155,7 +155,10 @@ impl LocalCluster {
 
     /// gRPC addresses of every controller, by position.
     pub fn grpc_addrs(&self) -> Vec<String> {
-        self.controllers.iter().map(|c| c.grpc.to_string()).collect()
+        self.controllers
+            .iter()
+            .map(|c| c.grpc.to_string())
+            .collect()
     }
 
     /// `1=addr,2=addr,…` for `--peers`.
@@ -240,7 +243,10 @@ impl LocalCluster {
     /// Starts an agent named `node_id` with `slots` task slots pointed at every controller;
     /// returns its position in [`LocalCluster::agents`].
     pub fn start_agent(&mut self, node_id: &str, slots: u32) -> std::io::Result<usize> {
-        let log = self.dir_path.join("logs").join(format!("agent-{node_id}.log"));
+        let log = self
+            .dir_path
+            .join("logs")
+            .join(format!("agent-{node_id}.log"));
         let mut cmd = self.command(&log)?;
         cmd.arg("agent")
             .args(["--node-id", node_id])
@@ -299,7 +305,14 @@ impl LocalCluster {
     /// Sends SIGSTOP (`pause = true`) or SIGCONT to the agent at `pos` (zombie tests).
     pub fn pause_agent(&mut self, pos: usize, pause: bool) {
         if let Some(child) = &self.agents[pos].child {
-            signal_child(child, if pause { Signal::SIGSTOP } else { Signal::SIGCONT });
+            signal_child(
+                child,
+                if pause {
+                    Signal::SIGSTOP
+                } else {
+                    Signal::SIGCONT
+                },
+            );
         }
     }
 
@@ -381,7 +394,9 @@ where
             Err(why) => last = why,
         }
         if Instant::now() >= deadline {
-            return Err(format!("timed out after {within:?} waiting for {what}; last: {last}"));
+            return Err(format!(
+                "timed out after {within:?} waiting for {what}; last: {last}"
+            ));
         }
         tokio::time::sleep(every).await;
     }

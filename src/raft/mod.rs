@@ -7,7 +7,7 @@ mod node;
 mod storage;
 mod types;
 
-pub use node::{Config, ProposeError, RawNode, Ready, Status, PeerStatus};
+pub use node::{Config, PeerStatus, ProposeError, RawNode, Ready, Status};
 pub use storage::{InitialState, Storage, StorageError};
 pub use types::{
     ConfChange, ConfChangeError, Entry, EntryKind, HardState, LogIndex, Membership, Message,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::storage::{Storage, StorageError};
 use super::types::{
-    ConfChange, ConfChangeError, HardState, LogIndex, Membership, Message, NodeId, ReadState,
-    Snapshot, SnapshotMeta, SoftState, Entry,
+    ConfChange, ConfChangeError, Entry, HardState, LogIndex, Membership, Message, NodeId,
+    ReadState, Snapshot, SnapshotMeta, SoftState,
 };
 
 /// Tunables of one member. Times are in ticks; the shell decides how long a tick is.
