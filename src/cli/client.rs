@@ -3,8 +3,8 @@
 //!
 //! Every member accepts every call (followers forward to the leader), so the first reachable
 //! member usually answers. A member that answers UNAVAILABLE (no leader yet, or it lost its
-//! quorum) may name the leader in the response metadata ([`LEADER_ADDRESS_METADATA`]); that
-//! address is tried next.
+//! quorum) may name the leader in the response metadata ([`LEADER_METADATA`], `ID@ADDRESS`);
+//! that address is tried next.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -17,8 +17,9 @@ use tonic::{Code, Status};
 
 use super::error::CliError;
 
-/// Response metadata key in which a controller names the leader's gRPC address.
-pub const LEADER_ADDRESS_METADATA: &str = "mlcp-leader-address";
+/// Response metadata key in which a controller names the leader as `ID@ADDRESS` (either part
+/// may be empty when unknown); the gateway's `forward::LEADER_HEADER`.
+pub const LEADER_METADATA: &str = "x-mlcp-leader";
 
 /// Pause between rounds over all addresses while some member is up but has no leader.
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
@@ -155,9 +156,14 @@ impl Client {
 pub fn leader_hint(status: &Status) -> Option<String> {
     status
         .metadata()
-        .get(LEADER_ADDRESS_METADATA)
+        .get(LEADER_METADATA)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| {
+            v.rsplit_once('@')
+                .map_or(v, |(_, addr)| addr)
+                .trim()
+                .to_owned()
+        })
         .filter(|s| !s.is_empty())
 }
 

@@ -401,3 +401,67 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// What one controller said about the cluster.
+#[derive(Clone, Debug)]
+pub struct LeaderView {
+    /// Position of the leader in [`LocalCluster::controllers`].
+    pub pos: usize,
+    /// The leader's own status answer (its term, commit index, members…).
+    pub status: crate::proto::GetClusterStatusResponse,
+}
+
+impl LocalCluster {
+    /// GetClusterStatus from the controller at `pos` only.
+    pub async fn member_status(
+        &self,
+        pos: usize,
+        timeout: Duration,
+    ) -> Result<crate::proto::GetClusterStatusResponse, String> {
+        let addr = self.controllers[pos].grpc.to_string();
+        let client = Client::new(vec![addr.clone()], timeout);
+        let channel = client.channel(&addr).await?;
+        tokio::time::timeout(timeout, super::commands::member_status(channel))
+            .await
+            .map_err(|_| format!("{addr}: GetClusterStatus timed out"))?
+            .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))
+    }
+
+    /// The current leader as confirmed by the leader itself (its own status says
+    /// `self_id == leader_id`), among the controllers at `candidates`.
+    pub async fn find_leader(&self, candidates: &[usize]) -> Result<Option<LeaderView>, String> {
+        let mut seen = Vec::new();
+        for &pos in candidates {
+            match self.member_status(pos, Duration::from_secs(1)).await {
+                Ok(status) if status.leader_id != 0 && status.self_id == status.leader_id => {
+                    return Ok(Some(LeaderView { pos, status }));
+                }
+                Ok(status) => seen.push(format!(
+                    "{} says leader {} term {}",
+                    status.self_id, status.leader_id, status.term
+                )),
+                Err(e) => seen.push(e),
+            }
+        }
+        Err(seen.join("; "))
+    }
+
+    /// Waits up to `within` for a leader among `candidates` (see [`LocalCluster::find_leader`]).
+    pub async fn wait_for_leader(
+        &self,
+        candidates: &[usize],
+        within: Duration,
+    ) -> Result<LeaderView, String> {
+        poll_until("a leader", within, Duration::from_millis(50), || {
+            self.find_leader(candidates)
+        })
+        .await
+    }
+
+    /// Positions of the controllers whose process is running.
+    pub fn running_controllers(&mut self) -> Vec<usize> {
+        (0..self.controllers.len())
+            .filter(|&pos| self.controller_running(pos))
+            .collect()
+    }
+}
