@@ -341,6 +341,21 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
+        if std::thread::panicking() {
+            // A failing test: show what the children said last.
+            for log in self
+                .controllers
+                .iter()
+                .map(|c| &c.log)
+                .chain(self.agents.iter().map(|a| &a.log))
+            {
+                eprintln!(
+                    "--- last lines of {}\n{}",
+                    log.display(),
+                    LocalCluster::log_tail(log, 30)
+                );
+            }
+        }
         // `self.dir` (if not kept) removes the temp dir when it drops right after this.
     }
 }
