@@ -31,7 +31,7 @@ const TASKS: usize = 30;
 /// when the leader dies.
 fn task_data(i: usize) -> Value {
     let sizes = [64u64, 96, 128, 160];
-    let dtype = if i % 2 == 0 { "f32" } else { "f64" };
+    let dtype = if i.is_multiple_of(2) { "f32" } else { "f64" };
     json!({ "n": sizes[i % sizes.len()], "dtype": dtype, "iterations": 20, "seed": i as u64 + 100 })
 }
 
@@ -94,7 +94,13 @@ async fn leader_sigkill_mid_run_loses_nothing_and_restarts_catch_up() {
     let mut ids = vec![submitted["task"]["task_id"].as_str().unwrap().to_owned()];
     let via_follower = cluster.client_for(&[follower], Duration::from_secs(5));
     for i in 1..TASKS {
-        ids.push(submit(&via_follower, request("matmul", task_data(i), &format!("e2e-{i}"))).await);
+        ids.push(
+            submit(
+                &via_follower,
+                request("matmul", task_data(i), &format!("e2e-{i}")),
+            )
+            .await,
+        );
     }
 
     // 2. SIGKILL the leader once some, but not all, tasks have completed.
@@ -120,9 +126,12 @@ async fn leader_sigkill_mid_run_loses_nothing_and_restarts_catch_up() {
     assert!(new.status.term > old.status.term);
 
     let new_addr = cluster.controllers[new.pos].grpc.to_string();
-    let tasks = poll_until("every task to complete", Duration::from_secs(180), POLL, || {
-        all_completed_at(&new_addr)
-    })
+    let tasks = poll_until(
+        "every task to complete",
+        Duration::from_secs(180),
+        POLL,
+        || all_completed_at(&new_addr),
+    )
     .await
     .unwrap();
     for task in &tasks {
@@ -140,21 +149,30 @@ async fn leader_sigkill_mid_run_loses_nothing_and_restarts_catch_up() {
     cluster.start_controller(old.pos).unwrap();
     let old_addr = cluster.controllers[old.pos].grpc.to_string();
     let expected = fingerprint(&tasks);
-    poll_until("the restarted controller to catch up", SOON, POLL, || async {
-        let leader = cluster.member_status(new.pos, Duration::from_secs(2)).await?;
-        let restarted = cluster.member_status(old.pos, Duration::from_secs(2)).await?;
-        let same_index = restarted.commit_index == leader.commit_index
-            && restarted.applied_index >= leader.commit_index;
-        let same_tasks = fingerprint(&local_tasks(&old_addr).await?) == expected;
-        if same_index && same_tasks {
-            Ok(Some(()))
-        } else {
-            Err(format!(
-                "restarted commit {} applied {}, leader commit {}, same tasks {same_tasks}",
-                restarted.commit_index, restarted.applied_index, leader.commit_index
-            ))
-        }
-    })
+    poll_until(
+        "the restarted controller to catch up",
+        SOON,
+        POLL,
+        || async {
+            let leader = cluster
+                .member_status(new.pos, Duration::from_secs(2))
+                .await?;
+            let restarted = cluster
+                .member_status(old.pos, Duration::from_secs(2))
+                .await?;
+            let same_index = restarted.commit_index == leader.commit_index
+                && restarted.applied_index >= leader.commit_index;
+            let same_tasks = fingerprint(&local_tasks(&old_addr).await?) == expected;
+            if same_index && same_tasks {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "restarted commit {} applied {}, leader commit {}, same tasks {same_tasks}",
+                    restarted.commit_index, restarted.applied_index, leader.commit_index
+                ))
+            }
+        },
+    )
     .await
     .unwrap();
 

@@ -189,6 +189,7 @@ pub fn attempt_record(a: &AttemptRecord) -> Value {
         result_data,
         error,
         retryable,
+        reported,
     } = a;
     json!({
         "attempt": attempt,
@@ -200,6 +201,7 @@ pub fn attempt_record(a: &AttemptRecord) -> Value {
         "result_data": result_data,
         "error": error,
         "retryable": retryable,
+        "reported": reported,
     })
 }
 
