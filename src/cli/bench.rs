@@ -28,11 +28,8 @@ use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::signals;
 use super::table::Table;
-use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
-use crate::proto::{
-    ListNodesRequest, ListTasksRequest, NodeStatus, SubmitTaskRequest, TaskConstraints, TaskStatus,
-};
+use crate::proto::{ListTasksRequest, NodeStatus, SubmitTaskRequest, TaskConstraints, TaskStatus};
 
 /// Concurrent submitters in the end-to-end phase.
 const E2E_CLIENTS: usize = 64;
@@ -136,16 +133,9 @@ async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError>
         Duration::from_secs(30),
         Duration::from_millis(100),
         || async {
-            let nodes = client
-                .call(|ch| async move {
-                    ClusterServiceClient::new(ch)
-                        .list_nodes(ListNodesRequest { status: 0 })
-                        .await
-                })
+            let nodes = commands::list_nodes(client)
                 .await
-                .map_err(|e| e.to_string())?
-                .into_inner()
-                .nodes;
+                .map_err(|e| e.to_string())?;
             let healthy = nodes
                 .iter()
                 .filter(|n| n.status == NodeStatus::Healthy as i32)

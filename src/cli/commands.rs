@@ -447,6 +447,19 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
     }
 }
 
+/// Every registered worker node (ListNodes) through the failover client.
+pub async fn list_nodes(client: &Client) -> Result<Vec<Node>, CliError> {
+    Ok(client
+        .call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .list_nodes(ListNodesRequest { status: 0 })
+                .await
+        })
+        .await?
+        .into_inner()
+        .nodes)
+}
+
 /// The node table of `node list`.
 pub fn node_table(nodes: &[Node]) -> Table {
     let mut table = Table::new([

@@ -23,9 +23,8 @@ use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::signals;
 use super::table::Table;
 use crate::agent::executor::verify_matmul;
-use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
-use crate::proto::{ListNodesRequest, NodeStatus, SubmitTaskRequest, Task, TaskStatus};
+use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
 
 /// Matrix orders the demo cycles through (mixed sizes, 256–1024).
 const SIZES: [u64; 6] = [256, 384, 512, 640, 768, 1024];
@@ -214,16 +213,9 @@ async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError>
         STARTUP_WITHIN,
         Duration::from_millis(100),
         || async {
-            let nodes = client
-                .call(|ch| async move {
-                    ClusterServiceClient::new(ch)
-                        .list_nodes(ListNodesRequest { status: 0 })
-                        .await
-                })
+            let nodes = commands::list_nodes(client)
                 .await
-                .map_err(|e| e.to_string())?
-                .into_inner()
-                .nodes;
+                .map_err(|e| e.to_string())?;
             let healthy = nodes
                 .iter()
                 .filter(|n| n.status == NodeStatus::Healthy as i32)
