@@ -186,13 +186,52 @@ struct Inputs<T> {
     b: Array2<T>,
 }
 
-fn generate<T: Element>(n: usize, seed: u64) -> Inputs<T> {
+/// An n×n matrix whose buffer is reserved fallibly, so a size the machine cannot hold is an
+/// error instead of an allocation abort that would take the whole agent down.
+fn try_matrix<T: Element>(n: usize, mut fill: impl FnMut() -> T) -> Result<Array2<T>, ExecError> {
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(n * n).map_err(|_| {
+        ExecError::Transient(format!(
+            "could not allocate a {n}x{n} matrix ({} MiB)",
+            n * n * std::mem::size_of::<T>() / (1024 * 1024)
+        ))
+    })?;
+    buffer.extend((0..n * n).map(|_| fill()));
+    Ok(Array2::from_shape_vec((n, n), buffer).expect("buffer holds n*n elements"))
+}
+
+fn generate<T: Element>(n: usize, seed: u64) -> Result<Inputs<T>, ExecError> {
     let mut rng = SplitMix64::new(seed);
     let u = (0..n).map(|_| rng.next_sign()).collect();
     let v = (0..n).map(|_| rng.next_sign()).collect();
-    let a = Array2::from_shape_simple_fn((n, n), || T::from_random(rng.next_u64()));
-    let b = Array2::from_shape_simple_fn((n, n), || T::from_random(rng.next_u64()));
-    Inputs { u, v, a, b }
+    let a = try_matrix(n, || T::from_random(rng.next_u64()))?;
+    let b = try_matrix(n, || T::from_random(rng.next_u64()))?;
+    Ok(Inputs { u, v, a, b })
+}
+
+/// Refuse (retryably: another node may have room) a task whose three matrices do not fit in
+/// the memory available now. Linux overcommits, so without this check a too-large task
+/// would be killed by the OOM killer together with the agent rather than fail cleanly.
+fn check_memory(input: &MatmulInput) -> Result<(), ExecError> {
+    let element_bytes = match input.dtype {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
+    let needed = 3 * (input.n as u64).pow(2) * element_bytes;
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    let available = system.available_memory();
+    // A machine that reports no figures (0) is not second-guessed.
+    if available > 0 && needed > available {
+        return Err(ExecError::Transient(format!(
+            "matmul n={} {} needs {} MiB but only {} MiB of memory is available",
+            input.n,
+            input.dtype.as_str(),
+            needed / (1024 * 1024),
+            available / (1024 * 1024)
+        )));
+    }
+    Ok(())
 }
 
 /// uᵀ·C·v accumulated in f64.
@@ -210,8 +249,8 @@ fn bilinear<T: Element>(u: &[f64], c: &Array2<T>, v: &[f64]) -> f64 {
 /// Multiply `iterations` times; returns (seconds spent multiplying, checksum).
 fn multiply<T: Element>(input: &MatmulInput, cancel: &CancelFlag) -> Result<(f64, f64), ExecError> {
     let n = input.n;
-    let Inputs { u, v, a, b } = generate::<T>(n, input.seed);
-    let mut c = Array2::<T>::zeros((n, n));
+    let Inputs { u, v, a, b } = generate::<T>(n, input.seed)?;
+    let mut c = try_matrix(n, T::zero)?;
     let started = Instant::now();
     for _ in 0..input.iterations {
         for row_start in (0..n).step_by(PANEL_ROWS) {
@@ -239,6 +278,7 @@ pub struct MatmulExecutor;
 impl Executor for MatmulExecutor {
     fn run(&self, task_data: &Value, cancel: &CancelFlag) -> Result<Value, ExecError> {
         let input = MatmulInput::parse(task_data)?;
+        check_memory(&input)?;
         let (seconds, checksum) = match input.dtype {
             Dtype::F32 => multiply::<f32>(&input, cancel)?,
             Dtype::F64 => multiply::<f64>(&input, cancel)?,
