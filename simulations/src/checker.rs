@@ -293,6 +293,13 @@ impl Checker {
                 );
             }
         }
+        if after.last_index() < after.hard_state.commit {
+            violation!(
+                "node {id}'s durable log ends at {} below its durable commit index {}: committed entries truncated",
+                after.last_index(),
+                after.hard_state.commit
+            );
+        }
         self.check_durable_completeness(id, write, after)?;
         let seen = self.nodes.get_mut(&id).expect("inserted above");
         seen.durable_term = after.hard_state.term;

@@ -654,6 +654,21 @@ impl Cluster {
         panic!("cluster never became quiet");
     }
 
+    /// Runs `ticks` ticks of logical time: each ticks every running node, then runs
+    /// `steps_per_tick` network and shell steps (messages honour `net.blocked`).
+    pub fn run_ticks(&mut self, ticks: u64, steps_per_tick: u64) -> Result<(), Violation> {
+        for _ in 0..ticks {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.tick(id);
+            }
+            for _ in 0..steps_per_tick {
+                self.step()?;
+            }
+        }
+        Ok(())
+    }
+
     /// One simulated step of a swarm run: deliver what is due, run every shell one stage,
     /// check every invariant. Ticks are the caller's.
     pub fn step(&mut self) -> Result<(), Violation> {

@@ -177,6 +177,10 @@ fn apply_write(d: &mut Durable, write: &Write) -> Result<(), WriteError> {
     if let Some(hs) = write.hard_state {
         d.hard_state = hs;
     }
+    if write.snapshot.is_some() {
+        // A snapshot from the leader is committed through its index.
+        d.hard_state.commit = d.hard_state.commit.max(d.snapshot.meta.index);
+    }
     Ok(())
 }
 
