@@ -172,6 +172,8 @@ pub struct Cluster {
     rng: ChaCha8Rng,
     trace: u64,
     conf_change_indexes: std::collections::BTreeSet<LogIndex>,
+    /// Print every delivery to stderr (set by the `SIM_DEBUG` environment variable).
+    pub debug: bool,
 }
 
 /// Shorthand for a list of node ids.
@@ -212,6 +214,7 @@ impl Cluster {
             options,
             trace: FNV_OFFSET,
             conf_change_indexes: Default::default(),
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
         };
         let all: Vec<NodeId> = cluster
             .options
@@ -309,6 +312,14 @@ impl Cluster {
 
     /// Hands `msg` to its receiver if it is up (otherwise it is lost).
     pub fn deliver(&mut self, msg: Message) {
+        if self.debug {
+            let text = format!("{:?}", msg.body);
+            let cut: String = text.chars().take(160).collect();
+            eprintln!(
+                "step {} deliver {}->{} t{} {cut}",
+                self.now, msg.from, msg.to, msg.term
+            );
+        }
         self.trace(&[
             1,
             self.now,
@@ -337,6 +348,23 @@ impl Cluster {
             self.deliver(msg);
         }
         n
+    }
+
+    /// Delivers the first in-flight message (in send order) that `pick` selects; returns
+    /// whether there was one. For tests that decide message by message.
+    pub fn deliver_first(&mut self, mut pick: impl FnMut(&Message) -> bool) -> bool {
+        let mut found = false;
+        let msgs = self.net.take_where(|m| {
+            if !found && pick(m) {
+                found = true;
+                return true;
+            }
+            false
+        });
+        for msg in msgs {
+            self.deliver(msg);
+        }
+        found
     }
 
     /// Drops every in-flight message `pick` selects; returns how many.

@@ -655,8 +655,36 @@ impl<'a> Sim<'a> {
                 )
             })
             .collect();
+        let (membership, peers) = leader
+            .and_then(|l| self.cluster.status(l.get()))
+            .map(|s| {
+                let peers: Vec<String> = s
+                    .peers
+                    .iter()
+                    .map(|(id, p)| {
+                        format!(
+                            "{id}:m{}/n{}/{}",
+                            p.match_index,
+                            p.next_index,
+                            if p.recent_active {
+                                "active"
+                            } else {
+                                "inactive"
+                            }
+                        )
+                    })
+                    .collect();
+                (
+                    format!(
+                        "voters {:?} learners {:?}",
+                        s.membership.voters, s.membership.learners
+                    ),
+                    peers.join(" "),
+                )
+            })
+            .unwrap_or_default();
         Err(Failure::Liveness(format!(
-            "not converged within {bound} ticks after healing: leader {leader:?}, pending [{}], nodes [{}]",
+            "not converged within {bound} ticks after healing: leader {leader:?} ({membership}; peers {peers}), pending [{}], nodes [{}]",
             pending.join(", "),
             applied.join(" ")
         )))
@@ -673,7 +701,7 @@ impl<'a> Sim<'a> {
         let commit = status.hard.commit;
         status.membership.members().all(|id| {
             let n = &self.cluster.nodes[&id];
-            n.kv.applied >= commit && n.stage().is_none()
+            n.kv.applied >= commit
         }) && self.cluster.nodes[&leader].kv.applied >= commit
     }
 
