@@ -103,7 +103,7 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
         .map_err(|e| ctx.mailbox_status(e))?;
     let monitor = ctx
         .monitor
-        .send(GetMonitorReport)
+        .send(GetMonitorReport::default())
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     let st = &raft.status;
@@ -141,9 +141,10 @@ async fn nodes_with_usage(ctx: &Ctx, status: Option<NodeStatus>) -> Result<Vec<N
         .send(ListNodes { status })
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
+    let node_ids = nodes.iter().map(|n| n.node_id.clone()).collect();
     let report = ctx
         .monitor
-        .send(GetMonitorReport)
+        .send(GetMonitorReport { node_ids })
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     for n in &mut nodes {

@@ -216,8 +216,9 @@ async fn controller(
     });
     let monitor_opts = MonitorOptions::with_stale_after(opts.node_stale_after);
     let (mon_manifest, mon_proposer) = (manifest.clone(), proposer.clone());
+    let raft_status = repl.raft.clone().recipient();
     let monitor = Supervisor::start(move |_| {
-        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer)
+        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer, raft_status)
     });
     let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
     let watcher = LeadershipWatcher::new(leader_tx).start();
