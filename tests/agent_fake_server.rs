@@ -38,6 +38,10 @@ struct Script {
     assignments: VecDeque<TaskAssignment>,
     abort_on_heartbeat: Vec<RunningAttempt>,
     report_error: Option<Code>,
+    /// This many reports fail with UNAVAILABLE (no hint) before reports are accepted.
+    reports_unavailable: u32,
+    /// If set, start acknowledgements fail with this code.
+    ack_error: Option<Code>,
     /// If set, every call fails with UNAVAILABLE and this `x-mlcp-leader` hint.
     redirect_to: Option<String>,
 }
@@ -136,6 +140,9 @@ impl NodeService for Fake {
     ) -> Result<Response<AckTaskStartedResponse>, Status> {
         self.redirected()?;
         self.record(Event::Ack(request.into_inner()));
+        if let Some(code) = self.script().ack_error {
+            return Err(Status::new(code, "attempt superseded"));
+        }
         Ok(Response::new(AckTaskStartedResponse { proceed: true }))
     }
 
@@ -145,7 +152,12 @@ impl NodeService for Fake {
     ) -> Result<Response<ReportTaskResultResponse>, Status> {
         self.redirected()?;
         self.record(Event::Report(request.into_inner()));
-        match self.script().report_error {
+        let mut script = self.script();
+        if script.reports_unavailable > 0 {
+            script.reports_unavailable -= 1;
+            return Err(Status::unavailable("leader is busy"));
+        }
+        match script.report_error {
             Some(code) => Err(Status::new(code, "attempt superseded")),
             None => Ok(Response::new(ReportTaskResultResponse::default())),
         }
@@ -221,7 +233,16 @@ impl Controller {
     }
 
     /// Wait for a heartbeat whose running list does or does not hold `(task_id, attempt)`.
+    /// When waiting for its absence, the first heartbeat is skipped: it may have been built
+    /// before the agent took the attempt and only arrived after the last event we saw.
+    /// Heartbeats are sequential, so the next one was built after that event.
     async fn heartbeat_where_running(&mut self, task_id: &str, attempt: u32, held: bool) {
+        if !held {
+            self.expect("a heartbeat", |e| {
+                matches!(e, Event::Heartbeat(_)).then_some(())
+            })
+            .await;
+        }
         self.expect("a heartbeat with the expected running list", |e| match e {
             Event::Heartbeat(h) => {
                 let has = h
@@ -495,4 +516,46 @@ async fn bad_options_are_refused_by_name() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`slots`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_retried_with_the_same_content_until_acknowledged() {
+    let mut controller = Controller::start().await;
+    controller.fake.script().reports_unavailable = 2;
+    let agent = RunningAgent::start(options(vec![controller.address.clone()]));
+
+    controller
+        .fake
+        .assign("t-retry", 4, "echo", json!({"k": "v"}), 0);
+    let first = controller.report_for("t-retry").await;
+    let second = controller.report_for("t-retry").await;
+    let third = controller.report_for("t-retry").await;
+    assert_eq!(first, second);
+    assert_eq!(second, third);
+    assert!(third.success && third.attempt == 4);
+    controller
+        .heartbeat_where_running("t-retry", 4, false)
+        .await;
+    assert_eq!(controller.reports_seen("t-retry"), 3);
+
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_controller_refuses_is_not_run() {
+    let mut controller = Controller::start().await;
+    controller.fake.script().ack_error = Some(Code::FailedPrecondition);
+    let agent = RunningAgent::start(options(vec![controller.address.clone()]));
+
+    controller
+        .fake
+        .assign("t-stale", 1, "sleep", json!({"ms": 600_000}), 0);
+    controller.ack_for("t-stale").await;
+    // Had the ten-minute sleep started, the attempt would stay in the running list.
+    controller
+        .heartbeat_where_running("t-stale", 1, false)
+        .await;
+    assert_eq!(controller.reports_seen("t-stale"), 0);
+
+    agent.stop().await;
 }

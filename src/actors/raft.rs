@@ -33,8 +33,9 @@
 //! unsound. A controller whose raft actor dies must be restarted as a process (recovery is
 //! from the durable log). A storage failure exits the process (see [`LogWriter`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -127,6 +128,13 @@ pub struct RaftStatus {
     pub snapshot_index: LogIndex,
     /// Known gRPC addresses of members (and former members), by id.
     pub addresses: BTreeMap<NodeId, String>,
+    /// Log writer: Ready writes requested (count).
+    pub log_write_requests: u64,
+    /// Log writer: durable syncs performed (count); `log_write_requests / log_syncs` is the
+    /// group-commit factor of the writer itself.
+    pub log_syncs: u64,
+    /// Log writer: entries appended (count).
+    pub log_entries: u64,
 }
 
 /// Operator → raft actor: hand leadership to another voter (thesis §3.10).
@@ -191,6 +199,9 @@ pub enum SnapshotFailure {
     /// The state machine could not serialize itself.
     #[error("the state machine refused to snapshot: {0}")]
     StateMachine(String),
+    /// Nothing has been applied yet, so there is nothing to snapshot.
+    #[error("nothing applied yet")]
+    NothingApplied,
     /// The core could not describe the snapshot index.
     #[error("snapshot metadata unavailable: {0}")]
     Meta(String),
@@ -234,6 +245,9 @@ pub enum StartError {
         /// The configured ids.
         peers: Vec<u64>,
     },
+    /// Joining a cluster needs the addresses of its members.
+    #[error("joining a cluster needs --peers listing its members and this node")]
+    JoinWithoutPeers,
     /// A peer's address is empty.
     #[error("peer {id} has an empty address")]
     EmptyPeerAddress {
@@ -286,6 +300,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
     } = parts;
     let snapshot = store.snapshot()?;
     let snapshot_index = snapshot.meta.index;
+    let latest_snapshot = (snapshot_index > LogIndex(0)).then_some(SnapshotInfo {
+        index: snapshot_index,
+        term: snapshot.meta.term,
+        size_bytes: snapshot.data.len() as u64,
+    });
     if snapshot_index > LogIndex(0) {
         let (book, state) = wire::decode_snapshot_data(&snapshot.data).map_err(|source| {
             StartError::SnapshotFormat {
@@ -319,7 +338,7 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
     let node = RawNode::new(config, store.clone())?;
     let writer = LogWriter::start(store);
     let soft = node.status().soft;
-    let actor = RaftActor {
+    let mut actor = RaftActor {
         id,
         node,
         writer,
@@ -331,6 +350,7 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         soft,
         applied: snapshot_index,
         snapshot_index,
+        latest_snapshot,
         snapshot_after: snapshot_index,
         busy: false,
         proposals: BTreeMap::new(),
@@ -342,6 +362,11 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
         ticks: 0,
     };
     actor.sync_peers();
+    if actor.node.status().membership.voters == BTreeSet::from([id]) {
+        // The only voter need not wait out an election timeout to lead (single-member
+        // cluster, the `mlcp server` default).
+        actor.node.campaign();
+    }
     Ok(actor.start())
 }
 
@@ -364,8 +389,8 @@ struct ReadWaiter {
 
 /// What the asynchronous half of Ready processing hands back.
 struct ApplyOutcome {
-    /// Index of the snapshot restored, if one was.
-    restored: Option<LogIndex>,
+    /// The snapshot restored, if one was.
+    restored: Option<SnapshotInfo>,
     /// The state machine's answers for the applied entries.
     results: Vec<ApplyResult>,
 }
@@ -399,6 +424,8 @@ pub struct RaftActor {
     applied: LogIndex,
     /// Index of the latest snapshot in storage.
     snapshot_index: LogIndex,
+    /// The latest snapshot in storage, if any.
+    latest_snapshot: Option<SnapshotInfo>,
     /// The next automatic snapshot is due `snapshot_every_entries` after this index.
     snapshot_after: LogIndex,
     /// A Ready or a snapshot is being processed.
@@ -510,7 +537,14 @@ impl RaftActor {
         if !messages.is_empty() {
             self.outbox.send(messages);
         }
-        let restore = snapshot.as_ref().map(|s| self.unwrap_received_snapshot(s));
+        let restore = snapshot.as_ref().map(|s| {
+            let info = SnapshotInfo {
+                index: s.meta.index,
+                term: s.meta.term,
+                size_bytes: s.data.len() as u64,
+            };
+            (info, self.unwrap_received_snapshot(s))
+        });
         let mut peers_changed = restore.is_some();
         let (to_apply, applied_ids) = self.unwrap_committed(committed_entries, &mut peers_changed);
         let batch = WriteBatch {
@@ -529,13 +563,15 @@ impl RaftActor {
                 outbox.send(persisted_messages);
             }
             let mut restored = None;
-            if let Some(restore) = restore {
-                let index = restore.snapshot.meta.index;
+            if let Some((info, restore)) = restore {
                 sm.restore
                     .send(restore)
                     .await?
-                    .map_err(|reason| PipelineError::Restore { index, reason })?;
-                restored = Some(index);
+                    .map_err(|reason| PipelineError::Restore {
+                        index: info.index,
+                        reason,
+                    })?;
+                restored = Some(info);
             }
             let results = if to_apply.is_empty() {
                 Vec::new()
@@ -575,9 +611,11 @@ impl RaftActor {
                 return;
             }
         };
-        if let Some(index) = outcome.restored {
+        if let Some(info) = outcome.restored {
+            let index = info.index;
             self.applied = index;
             self.snapshot_index = self.snapshot_index.max(index);
+            self.latest_snapshot = Some(info);
             self.snapshot_after = self.snapshot_after.max(index);
             // Entries up to the snapshot were applied elsewhere; their outcome is unknown here.
             let later = self.proposals.split_off(&index.next());
@@ -767,9 +805,9 @@ impl RaftActor {
                 .push(w.respond);
         }
         let later = self.reads_ready.split_off(&self.applied.next());
-        for (_, waiters) in std::mem::replace(&mut self.reads_ready, later) {
+        for (index, waiters) in std::mem::replace(&mut self.reads_ready, later) {
             for w in waiters {
-                let _ = w.send(Ok(self.applied));
+                let _ = w.send(Ok(index));
             }
         }
     }
@@ -803,39 +841,45 @@ impl RaftActor {
         taken: Result<(LogIndex, Vec<u8>), SnapshotFailure>,
         ctx: &mut Context<Self>,
     ) {
-        let snapshot = taken.and_then(|(index, state)| {
-            let meta = self
-                .node
-                .snapshot_meta(index)
-                .map_err(|e| SnapshotFailure::Meta(e.to_string()))?;
-            Ok(Snapshot {
-                meta,
-                data: wire::encode_snapshot_data(&self.addresses, state),
-            })
-        });
-        let snapshot = match snapshot {
-            Ok(s) => s,
+        let taken = match taken {
+            Ok(t) => t,
             Err(err) => {
                 tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
                 self.end_snapshot(Err(err), ctx);
                 return;
             }
         };
+        let (index, state) = taken;
+        if index <= self.snapshot_index {
+            // Nothing applied since the last one; the stored snapshot already covers it.
+            let latest = self.latest_snapshot.ok_or(SnapshotFailure::NothingApplied);
+            self.end_snapshot(latest, ctx);
+            return;
+        }
+        let meta = match self.node.snapshot_meta(index) {
+            Ok(m) => m,
+            Err(err) => {
+                let err = SnapshotFailure::Meta(err.to_string());
+                tracing::warn!(id = %self.id, error = %err, "snapshot not taken");
+                self.end_snapshot(Err(err), ctx);
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: wire::encode_snapshot_data(&self.addresses, state),
+        };
         let info = SnapshotInfo {
             index: snapshot.meta.index,
             term: snapshot.meta.term,
             size_bytes: snapshot.data.len() as u64,
         };
-        if info.index <= self.snapshot_index {
-            // Nothing applied since the last one; it already covers this state.
-            self.end_snapshot(Ok(info), ctx);
-            return;
-        }
         let writer = self.writer.clone();
         let work = async move { writer.compact(snapshot).await };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
                 act.snapshot_index = info.index;
+                act.latest_snapshot = Some(info);
                 act.node.on_snapshot_taken(info.index);
                 tracing::info!(id = %act.id, index = %info.index, bytes = info.size_bytes, "snapshot taken; log compacted");
                 act.end_snapshot(Ok(info), ctx);
@@ -964,12 +1008,16 @@ impl Handler<GetRaftStatus> for RaftActor {
             .soft
             .leader
             .and_then(|l| self.addresses.get(&l).cloned());
+        let stats = self.writer.stats();
         MessageResult(RaftStatus {
             status,
             leader_address,
             applied: self.applied,
             snapshot_index: self.snapshot_index,
             addresses: self.addresses.clone(),
+            log_write_requests: stats.requests.load(Ordering::Relaxed),
+            log_syncs: stats.syncs.load(Ordering::Relaxed),
+            log_entries: stats.entries.load(Ordering::Relaxed),
         })
     }
 }
@@ -1005,6 +1053,24 @@ impl Handler<ChangeMembership> for RaftActor {
 
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        let reply = |rx: oneshot::Receiver<_>| -> Self::Result {
+            Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        };
+        let status = self.node.status();
+        if status.soft.role != Role::Leader {
+            let _ = tx.send(Err(self.not_leader(status.soft.leader)));
+            return reply(rx);
+        }
+        let change = match &msg.change {
+            MemberChange::AddLearner { id, .. } => ConfChange::AddLearner(*id),
+            MemberChange::Promote { id } => ConfChange::PromoteLearner(*id),
+            MemberChange::Remove { id } => ConfChange::RemoveNode(*id),
+        };
+        // Refuse an invalid change before anything (such as an address record) is proposed.
+        if let Err(err) = status.membership.apply(&change) {
+            let _ = tx.send(Err(ProposeFailure::Refused(err.to_string())));
+            return reply(rx);
+        }
         let change = match msg.change {
             MemberChange::AddLearner { id, address } => {
                 if address.is_empty() {
@@ -1039,7 +1105,7 @@ impl Handler<ChangeMembership> for RaftActor {
             }
         }
         self.maybe_ready(ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(ProposeFailure::Shutdown)) })
+        reply(rx)
     }
 }
 

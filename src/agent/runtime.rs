@@ -404,20 +404,23 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
                 if let Some(leader) = &response.leader {
                     agent.controllers.follow_leader(&leader.leader_address);
                 }
-                let early_empty = response.assignments.is_empty() && polled_at.elapsed() < wait / 2;
+                let mut started = 0;
+                for assignment in response.assignments {
+                    let permit = permits.pop();
+                    if permit.is_none() {
+                        tracing::warn!(task_id = %assignment.task_id, "more assignments than free slots; running it anyway");
+                    }
+                    started += usize::from(start_attempt(agent, assignment, permit));
+                }
+                // Only duplicates of attempts we already hold (their start is still being
+                // acknowledged) count as nothing new.
+                let early_empty = started == 0 && polled_at.elapsed() < wait / 2;
                 early_empty_streak = if early_empty {
                     early_empty_streak + 1
                 } else {
                     0
                 };
                 let pause = early_empty_pause(early_empty_streak);
-                for assignment in response.assignments {
-                    let permit = permits.pop();
-                    if permit.is_none() {
-                        tracing::warn!(task_id = %assignment.task_id, "more assignments than free slots; running it anyway");
-                    }
-                    start_attempt(agent, assignment, permit);
-                }
                 drop(permits);
                 if !pause.is_zero() {
                     tokio::select! {
@@ -449,15 +452,16 @@ fn early_empty_pause(streak: u32) -> Duration {
     }
 }
 
+/// Start one attempt in its own task; false if it is a duplicate of one already held.
 fn start_attempt(
     agent: &Arc<Agent>,
     assignment: TaskAssignment,
     permit: Option<OwnedSemaphorePermit>,
-) {
+) -> bool {
     let key = (assignment.task_id.clone(), assignment.attempt);
     let Some((flag, abort)) = agent.hold(&key) else {
         tracing::debug!(task_id = %key.0, attempt = key.1, "assignment already held; ignoring the duplicate");
-        return;
+        return false;
     };
     agent.in_flight.send_modify(|n| *n += 1);
     let guard = AttemptGuard {
@@ -469,6 +473,7 @@ fn start_attempt(
         run_attempt(&guard.agent, assignment, flag, &abort).await;
         drop(guard);
     });
+    true
 }
 
 /// Releases an attempt's hold, slot and in-flight count when its task ends, even by panic.

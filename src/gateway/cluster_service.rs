@@ -313,7 +313,7 @@ impl ClusterService for ClusterSvc {
     ) -> Result<Response<DrainNodeResponse>, Status> {
         validate_node_id("node_id", &req.get_ref().node_id)?;
         let deadline_ms = req.get_ref().deadline_ms.min(DRAIN_DEADLINE_MS_MAX);
-        if !crate::gateway::forward::Router::was_forwarded(&req) {
+        if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));
         }
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {

@@ -77,7 +77,7 @@ impl NodeService for NodeSvc {
     ) -> Result<Response<PollTaskResponse>, Status> {
         validate_node_id("node_id", &req.get_ref().node_id)?;
         let wait = Duration::from_millis(req.get_ref().wait_ms.min(POLL_WAIT_MS_MAX));
-        if !crate::gateway::forward::Router::was_forwarded(&req) {
+        if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(wait + POLL_FORWARD_MARGIN);
         }
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {

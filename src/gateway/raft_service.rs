@@ -143,6 +143,28 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
         .collect())
 }
 
+/// How this controller enters the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// It is one of the initial voters, `ServerOptions::peers` (the default).
+    #[default]
+    InitialMember,
+    /// It joins a running cluster: `ServerOptions::peers` lists the cluster's initial voters
+    /// plus this controller (for its own address); it starts as a non-member that waits for
+    /// the leader to add it (`ChangeMembership::AddLearner`) and so never campaigns before.
+    Join,
+}
+
+/// [`start_replication_with`] for an initial member.
+///
+/// Errors: see [`StartError`]; each displays as one line naming what was wrong.
+pub async fn start_replication(
+    opts: &ServerOptions,
+    state_machine: StateMachine,
+) -> Result<ReplicationHandle, StartError> {
+    start_replication_with(opts, state_machine, Bootstrap::InitialMember).await
+}
+
 /// Brings up this controller's replication shell and returns its handles:
 ///
 /// 1. checks the membership options ([`initial_members`]);
@@ -158,18 +180,26 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
 /// with `SubscribeLeadership`.
 ///
 /// Errors: see [`StartError`]; each displays as one line naming what was wrong.
-pub async fn start_replication(
+pub async fn start_replication_with(
     opts: &ServerOptions,
     state_machine: StateMachine,
+    bootstrap: Bootstrap,
 ) -> Result<ReplicationHandle, StartError> {
     let members = initial_members(opts)?;
     let node_id = NodeId(opts.node_id);
+    if bootstrap == Bootstrap::Join && members.len() < 2 {
+        return Err(StartError::JoinWithoutPeers);
+    }
     let store = crate::storage::open_data_dir(&opts.data_dir, &opts.cluster_name, node_id)
         .map_err(|source| StartError::DataDir {
             dir: opts.data_dir.clone(),
             source,
         })?;
-    let mut config = Config::new(node_id, members.keys().copied());
+    let voters = members.keys().copied().filter(|id| match bootstrap {
+        Bootstrap::InitialMember => true,
+        Bootstrap::Join => *id != node_id,
+    });
+    let mut config = Config::new(node_id, voters);
     config.seed = rand::random();
     let peers = PeerChannels::new(TransportOptions::default());
     let transport = Arc::new(GrpcTransport::new(

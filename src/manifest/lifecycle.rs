@@ -608,7 +608,14 @@ impl Manifest {
         wall_now_ms: i64,
     ) -> ExpireTasks {
         let mut out = ExpireTasks::default();
-        for t in self.tasks.values() {
+        // Only active and pending tasks can time out; walk the indexes, not every task.
+        let candidates = self
+            .active_by_node
+            .values()
+            .flatten()
+            .chain(self.pending.iter().map(|k| &k.task_id))
+            .collect::<std::collections::BTreeSet<_>>();
+        for t in candidates.into_iter().map(|id| &self.tasks[id]) {
             let status = task_status(t);
             if is_active(status) && t.run_timeout_ms > 0 {
                 let since = assigned_at_ms(t).unwrap_or(t.assigned_at);

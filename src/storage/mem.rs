@@ -202,6 +202,11 @@ mod tests {
     }
 
     #[test]
+    fn passes_the_conformance_suite() {
+        crate::storage::conformance::run_all(|old: Option<MemStorage>| old.unwrap_or_default());
+    }
+
+    #[test]
     fn truncates_conflicting_suffix_and_appends_in_one_write() {
         let s = MemStorage::new();
         s.write(&WriteBatch {

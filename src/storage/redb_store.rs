@@ -755,6 +755,24 @@ mod tests {
     }
 
     #[test]
+    fn passes_the_conformance_suite() {
+        let mut dirs = Vec::new();
+        crate::storage::conformance::run_all(move |old: Option<RedbStore>| match old {
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = RedbStore::open(dir.path()).unwrap();
+                dirs.push(dir);
+                store
+            }
+            Some(store) => {
+                let path = store.dir().to_owned();
+                drop(store);
+                RedbStore::open(&path).unwrap()
+            }
+        });
+    }
+
+    #[test]
     fn reopen_sees_every_committed_write() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -829,5 +847,166 @@ mod tests {
         assert!(file.ends_with(DB_FILE_NAME), "{file}");
         assert_eq!((what, index), ("log index", 3));
         assert!(reason.contains("checksum mismatch"), "{reason}");
+    }
+
+    /// A store with entries 1..=8, a snapshot at 3 (so entries 4..=8 remain) and a hard
+    /// state, closed again.
+    fn populated_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        append(&s, 1..=8, 1);
+        let hs = HardState {
+            term: Term(1),
+            vote: Some(NodeId(1)),
+            commit: LogIndex(6),
+        };
+        s.write(&WriteBatch {
+            hard_state: Some(hs),
+            ..Default::default()
+        })
+        .unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(3),
+            term: Term(1),
+            membership: Membership::with_voters([NodeId(1)]),
+        };
+        s.compact(Snapshot {
+            meta,
+            data: vec![7; 4096],
+        })
+        .unwrap();
+        dir
+    }
+
+    fn flip_meta_record(dir: &Path, key: &str, byte: usize) {
+        poke_raw(dir, |txn| {
+            let mut t = txn.open_table(META).unwrap();
+            let mut rec = t.get(key).unwrap().unwrap().value().to_vec();
+            rec[byte] ^= 0x01;
+            t.insert(key, rec.as_slice()).unwrap();
+        });
+    }
+
+    fn snapshot_file(dir: &Path) -> PathBuf {
+        let mut files: Vec<_> = fs::read_dir(dir.join(SNAPSHOT_DIR_NAME))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files.pop().unwrap()
+    }
+
+    #[test]
+    fn corrupt_hard_state_fails_open() {
+        let dir = populated_dir();
+        flip_meta_record(dir.path(), HARD_STATE_RECORD, 9);
+        let (file, what, _, reason) = expect_corrupt(dir.path());
+        assert!(file.ends_with(DB_FILE_NAME), "{file}");
+        assert_eq!(what, "hard state");
+        assert!(reason.contains("checksum mismatch"), "{reason}");
+    }
+
+    #[test]
+    fn corrupt_snapshot_record_fails_open() {
+        let dir = populated_dir();
+        flip_meta_record(dir.path(), SNAPSHOT_RECORD, 2);
+        let (_, what, _, reason) = expect_corrupt(dir.path());
+        assert_eq!(what, "snapshot");
+        assert!(reason.contains("checksum mismatch"), "{reason}");
+    }
+
+    #[test]
+    fn unknown_record_version_fails_open() {
+        let dir = populated_dir();
+        poke_raw(dir.path(), |txn| {
+            let mut t = txn.open_table(ENTRIES).unwrap();
+            let mut rec = t.get(6).unwrap().unwrap().value().to_vec();
+            rec[0] = 2;
+            t.insert(6, rec.as_slice()).unwrap();
+        });
+        let (_, what, index, reason) = expect_corrupt(dir.path());
+        assert_eq!((what, index), ("log index", 6));
+        assert!(reason.contains("unknown format version 2"), "{reason}");
+    }
+
+    #[test]
+    fn missing_entry_fails_open_instead_of_truncating() {
+        let dir = populated_dir();
+        poke_raw(dir.path(), |txn| {
+            txn.open_table(ENTRIES).unwrap().remove(6).unwrap();
+        });
+        let (_, what, index, reason) = expect_corrupt(dir.path());
+        assert_eq!((what, index), ("log index", 6));
+        assert!(reason.contains("entry 6 is missing"), "{reason}");
+    }
+
+    #[test]
+    fn entry_moved_to_another_index_fails_open() {
+        let dir = populated_dir();
+        poke_raw(dir.path(), |txn| {
+            let mut t = txn.open_table(ENTRIES).unwrap();
+            let rec = t.get(8).unwrap().unwrap().value().to_vec();
+            t.insert(9, rec.as_slice()).unwrap();
+        });
+        let (_, what, index, _) = expect_corrupt(dir.path());
+        assert_eq!((what, index), ("log index", 9));
+    }
+
+    #[test]
+    fn corrupt_snapshot_file_fails_open_naming_it() {
+        let dir = populated_dir();
+        let path = snapshot_file(dir.path());
+        let mut data = fs::read(&path).unwrap();
+        data[100] ^= 0x10;
+        fs::write(&path, &data).unwrap();
+        let (file, what, index, reason) = expect_corrupt(dir.path());
+        assert_eq!(file, path.display().to_string());
+        assert_eq!((what, index), ("snapshot", 3));
+        assert!(reason.contains("checksum mismatch"), "{reason}");
+
+        data.truncate(10);
+        fs::write(&path, &data).unwrap();
+        let (_, _, _, reason) = expect_corrupt(dir.path());
+        assert!(
+            reason.contains("10 bytes, the record says 4096"),
+            "{reason}"
+        );
+
+        fs::remove_file(&path).unwrap();
+        let (_, _, _, reason) = expect_corrupt(dir.path());
+        assert!(reason.contains("missing"), "{reason}");
+    }
+
+    #[test]
+    fn stray_snapshot_files_are_removed_on_open() {
+        let dir = populated_dir();
+        let kept = snapshot_file(dir.path());
+        let snapshots = dir.path().join(SNAPSHOT_DIR_NAME);
+        fs::write(snapshots.join("snap-9-1-77.bin.tmp"), b"half written").unwrap();
+        fs::write(snapshots.join("snap-2-1-5.bin"), b"superseded").unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(snapshot_file(dir.path()), kept);
+        // New files are numbered past every name seen, so none is ever reused.
+        let meta = SnapshotMeta {
+            index: LogIndex(5),
+            term: Term(1),
+            membership: Membership::default(),
+        };
+        s.compact(Snapshot {
+            meta,
+            data: b"five".to_vec(),
+        })
+        .unwrap();
+        assert!(snapshot_file(dir.path()).ends_with("snap-5-1-78.bin"));
+    }
+
+    #[test]
+    fn second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStore::open(dir.path()).unwrap();
+        match RedbStore::open(dir.path()) {
+            Err(StorageError::Invalid(msg)) => assert!(msg.contains("already open"), "{msg}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
     }
 }

@@ -620,3 +620,28 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+
+    /// Prints GFLOP/s and verification time (dev profile: dependencies at opt-level 2).
+    #[test]
+    #[ignore = "measurement, run by hand with --ignored --nocapture"]
+    fn matmul_throughput() {
+        for dtype in ["f32", "f64"] {
+            for n in [256, 512, 1024] {
+                let task = json!({"n": n, "dtype": dtype, "iterations": 1, "seed": 1});
+                let result = MatmulExecutor.run(&task, &CancelFlag::new()).unwrap();
+                let started = Instant::now();
+                verify_matmul(&task, &result).unwrap();
+                println!(
+                    "{dtype} n={n}: {:.3} s, {:.1} GFLOP/s, verify {:.3} s",
+                    result["seconds"].as_f64().unwrap(),
+                    result["gflops"].as_f64().unwrap(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
