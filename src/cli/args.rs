@@ -129,7 +129,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    /// Length of one Raft tick in milliseconds [default: 20].
+    /// Length of one Raft tick in milliseconds [default: 50].
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_ms: Option<u64>,
@@ -189,6 +189,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_timeout_ms: Option<u64>,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish before they are
+    /// stopped and handed back for a retry, in milliseconds [default: 30000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// Flags shared by every client command (each also a `[client]` key and an

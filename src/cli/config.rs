@@ -148,19 +148,28 @@ struct ServerFile {
 }
 
 impl Default for ServerFile {
+    /// The controller's embedded defaults ([`ServerOptions::default`]).
     fn default() -> Self {
+        let d = ServerOptions::default();
         ServerFile {
-            node_id: 1,
-            listen: Lenient::Text(DEFAULT_GRPC_ADDR.into()),
+            node_id: d.node_id,
+            listen: Lenient::Text(d.listen.to_string()),
             peers: None,
-            data_dir: PathBuf::from("mlcp-data"),
-            http_listen: Lenient::Text(DEFAULT_HTTP_ADDR.into()),
-            cluster_name: Lenient::Text("mlcp".into()),
-            tick_ms: 20,
-            node_stale_after_ms: 10_000,
-            snapshot_every_entries: 10_000,
+            data_dir: d.data_dir,
+            http_listen: Lenient::Text(
+                d.http_listen
+                    .map_or_else(|| "off".into(), |a| a.to_string()),
+            ),
+            cluster_name: Lenient::Text(d.cluster_name),
+            tick_ms: duration_ms(d.tick),
+            node_stale_after_ms: duration_ms(d.node_stale_after),
+            snapshot_every_entries: d.snapshot_every_entries,
         }
     }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The `[agent]` table.
@@ -174,19 +183,24 @@ struct AgentFile {
     slots: u32,
     labels: Option<MapValue>,
     poll_timeout_ms: u64,
+    shutdown_grace_ms: u64,
 }
 
 impl Default for AgentFile {
+    /// The agent's defaults ([`AgentOptions::default`]) except the node id, which defaults
+    /// to the host name.
     fn default() -> Self {
+        let d = AgentOptions::default();
         AgentFile {
             node_id: None,
-            servers: ListValue::Text(DEFAULT_GRPC_ADDR.into()),
+            servers: ListValue::Items(d.servers),
             address: None,
-            cloud_provider: Lenient::Text("local".into()),
-            region: Lenient::Text("local".into()),
-            slots: 2,
+            cloud_provider: Lenient::Text(d.cloud_provider),
+            region: Lenient::Text(d.region),
+            slots: d.slots,
             labels: None,
-            poll_timeout_ms: 10_000,
+            poll_timeout_ms: duration_ms(d.poll_timeout),
+            shutdown_grace_ms: duration_ms(d.shutdown_grace),
         }
     }
 }
@@ -362,6 +376,7 @@ pub fn agent_options(file: Option<&Path>, flags: &AgentArgs) -> Result<AgentOpti
         slots: raw.slots,
         labels,
         poll_timeout: Duration::from_millis(raw.poll_timeout_ms),
+        shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms),
     })
 }
 
@@ -400,7 +415,7 @@ mod tests {
             assert_eq!(opts.node_id, 1);
             assert_eq!(opts.listen, DEFAULT_GRPC_ADDR.parse().unwrap());
             assert!(opts.peers.is_empty());
-            assert_eq!(opts.data_dir, PathBuf::from("mlcp-data"));
+            assert_eq!(opts.data_dir, PathBuf::from("./mlcp-data"));
             assert_eq!(opts.http_listen, Some(DEFAULT_HTTP_ADDR.parse().unwrap()));
             Ok(())
         });

@@ -22,7 +22,7 @@ use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::signals;
 use super::table::Table;
-use crate::agent::executor::verify_matmul;
+use crate::agent::verify_matmul;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
 

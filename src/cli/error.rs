@@ -14,6 +14,13 @@ pub enum CliError {
         /// `(address, why it failed)` in the order tried.
         tried: Vec<(String, String)>,
     },
+    /// The controller could not start or failed while serving (port in use, data dir of
+    /// another node or cluster, …).
+    #[error(transparent)]
+    Server(#[from] crate::gateway::ServerError),
+    /// The agent could not run (bad option, registration refused).
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     /// A controller answered with a gRPC error.
     #[error("server error {code:?}: {message}")]
     Status {

@@ -59,18 +59,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Server(flags) => {
             let opts = config::server_options(file, &flags)?;
-            // The controller's actors need an actix System; run it on a multi-threaded tokio
-            // runtime so the tonic services and the log writer get real threads.
-            let system = actix_rt::System::with_tokio_rt(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cannot start the tokio runtime")
-            });
-            system.block_on(async move {
-                let shutdown = signals::shutdown_token();
-                run_server(opts, shutdown).await
-            })
+            // The controller runs its own actix system on its own runtime and blocks this
+            // thread; a small runtime beside it only turns SIGINT/SIGTERM into the token.
+            let signals_rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("mlcp-signals")
+                .enable_all()
+                .build()
+                .map_err(CliError::io("starting the signal watcher"))?;
+            let shutdown = signals_rt.block_on(async { signals::shutdown_token() });
+            let outcome = crate::gateway::run_server(opts, shutdown);
+            signals_rt.shutdown_background();
+            outcome.map_err(CliError::from)
         }
         Command::Agent(flags) => {
             let opts = config::agent_options(file, &flags)?;
@@ -87,26 +87,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Runs the controller until `shutdown` is cancelled.
-async fn run_server(
-    opts: crate::gateway::ServerOptions,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), CliError> {
-    // Stub until the controller lands (`crate::gateway::run_server`).
-    let _ = (opts, shutdown);
-    Err(CliError::Failed(
-        "this build has no controller yet (crate::gateway::run_server)".into(),
-    ))
-}
-
 /// Runs the agent until `shutdown` is cancelled.
 async fn run_agent(
     opts: crate::agent::AgentOptions,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), CliError> {
-    // Stub until the agent runtime lands (`crate::agent::run`).
-    let _ = (opts, shutdown);
-    Err(CliError::Failed(
-        "this build has no agent runtime yet (crate::agent::run)".into(),
-    ))
+    crate::agent::run(opts, shutdown)
+        .await
+        .map_err(CliError::from)
 }
