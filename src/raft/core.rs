@@ -962,20 +962,26 @@ impl<S: Storage> Raft<S> {
         let next = pr.next_index;
         let prev = next.prev();
         let last = self.log.last_index();
-        let prev_term = match self.log.term(prev) {
-            Ok(t) => t,
-            Err(_) => {
+        let fetched = self.log.term(prev).and_then(|t| {
+            Ok((
+                t,
+                self.log
+                    .entries(next, last.next(), self.cfg.append_bytes_max)?,
+            ))
+        });
+        let (prev_term, entries) = match fetched {
+            Ok(v) => v,
+            Err(StorageError::Compacted { .. }) => {
                 self.start_snapshot(to);
                 return false;
             }
-        };
-        let entries = match self
-            .log
-            .entries(next, last.next(), self.cfg.append_bytes_max)
-        {
-            Ok(v) => v,
             Err(_) => {
-                self.start_snapshot(to);
+                // `next` past our log (cannot happen while acknowledgements only name
+                // indexes we sent): recover by probing from the follower's match.
+                self.progress
+                    .get_mut(&to)
+                    .expect("checked above")
+                    .become_probe();
                 return false;
             }
         };

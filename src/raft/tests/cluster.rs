@@ -93,7 +93,7 @@ fn randomized_safety_sweep() {
 
 fn run_chaos(seed: u64) -> u32 {
     let mut conf_changes = 0;
-    let size = if seed % 2 == 0 { 3 } else { 5 };
+    let size = if seed.is_multiple_of(2) { 3 } else { 5 };
     let mut net = Net::new(size, |c| {
         c.seed ^= seed.wrapping_mul(0x9E37_79B9);
         c.snapshot_chunk_bytes = 32;
