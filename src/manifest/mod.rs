@@ -33,6 +33,8 @@
 //! assert_eq!(m.pending_tasks().len(), 1);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod command;
 mod error;
