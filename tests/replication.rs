@@ -757,3 +757,37 @@ async fn failover_time() {
     times.sort();
     println!("leader stop -> first committed write: {times:?}");
 }
+
+/// Leadership transfer (TimeoutNow, thesis §3.10): the leader hands over to the follower it
+/// is asked for, which then accepts proposals; a follower asked to transfer says who leads.
+#[actix_rt::test]
+async fn leadership_moves_to_the_requested_voter() {
+    use mlcp::actors::raft::TransferLeader;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(None).await;
+    propose(&cluster.node(leader).raft, "x").await.unwrap();
+    let target = cluster.nodes.iter().find(|c| c.id != leader).unwrap().id;
+    let refused = cluster
+        .node(target)
+        .raft
+        .send(TransferLeader { to: Some(leader) })
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(ProposeFailure::NotLeader { leader: Some(l), .. }) if l == leader),
+        "{refused:?}"
+    );
+    let to = cluster
+        .node(leader)
+        .raft
+        .send(TransferLeader { to: Some(target) })
+        .await
+        .unwrap();
+    assert_eq!(to, Ok(target));
+    assert_eq!(cluster.leader(Some(leader)).await, target);
+    let answer = eventually("the new leader to accept a proposal", || async {
+        propose(&cluster.node(target).raft, "y").await.ok()
+    })
+    .await;
+    assert_eq!(answer, b"ok:y");
+}
