@@ -23,6 +23,8 @@
 //! actor only feeds it the clock, heartbeats and (through the manifest actor, which owns the
 //! state it reads) the manifest, and proposes what it returns.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

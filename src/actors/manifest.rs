@@ -14,6 +14,8 @@
 //!
 //! The actor never proposes anything: it only sees what the Raft log committed.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 

@@ -12,6 +12,8 @@
 //! [`crate::actors::manifest`]) and on a timer (backoff delays end, run and queue timeouts
 //! expire without any command to wake it).
 
+#![warn(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;

@@ -2,6 +2,8 @@
 //! node drain. Status and snapshots answer for the receiving controller; changes run on the
 //! leader (followers forward).
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -312,7 +314,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
-        validate_node_id("node_id", &req.get_ref().node_id)?;
+        validate_node_id(&req.get_ref().node_id)?;
         let deadline_ms = req.get_ref().deadline_ms.min(DRAIN_DEADLINE_MS_MAX);
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));
