@@ -1,12 +1,21 @@
 //! The sans-IO Raft consensus core.
 //!
-//! (The raft-core helper replaces this paragraph with the driving-loop tutorial doctest and
-//! the list of deviations from the paper.)
+//! (tutorial to come)
 
+mod codec;
+mod core;
+mod log;
+mod mem_log;
 mod node;
+mod progress;
 mod storage;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use codec::DecodeError;
+pub use mem_log::MemLog;
 pub use node::{Config, PeerStatus, ProposeError, RawNode, Ready, Status};
 pub use storage::{InitialState, Storage, StorageError};
 pub use types::{
