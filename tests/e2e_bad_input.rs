@@ -45,6 +45,7 @@ fn echo() -> SubmitTaskRequest {
     SubmitTaskRequest {
         task_type: "echo".into(),
         task_data: "{\"x\":1}".into(),
+        max_attempts: 3,
         ..SubmitTaskRequest::default()
     }
 }
@@ -119,6 +120,15 @@ async fn every_bad_input_gets_its_code_and_nothing_is_written() {
             },
             Code::InvalidArgument,
             "task_data",
+        ),
+        (
+            "max_attempts 0",
+            SubmitTaskRequest {
+                max_attempts: 0,
+                ..echo()
+            },
+            Code::InvalidArgument,
+            "max_attempts",
         ),
         (
             "max_attempts over 100",

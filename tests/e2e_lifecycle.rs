@@ -105,6 +105,21 @@ async fn a_zombie_agents_late_report_is_rejected() {
     })
     .await
     .unwrap();
+    // The zombie learned it lost the attempt: either its late report was rejected, or the
+    // controller told it to abort first (heartbeat or poll response).
+    let zombie_log = cluster.agents[zombie_pos].log.clone();
+    poll_until("the zombie to drop its attempt", SOON, POLL, || async {
+        let log = std::fs::read_to_string(&zombie_log).map_err(|e| e.to_string())?;
+        let dropped = log.lines().any(|line| {
+            line.contains(&id)
+                && (line.contains("report rejected")
+                    || line.contains("aborted by the controller")
+                    || line.contains("controller aborted the attempt"))
+        });
+        Ok(dropped.then_some(()))
+    })
+    .await
+    .unwrap();
     // Whatever the zombie reported was refused: still one completion, by the other agent, and
     // the zombie's attempt did not turn into a completion.
     let after = get(&client, &id).await.unwrap();

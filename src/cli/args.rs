@@ -277,9 +277,9 @@ pub struct TaskSubmitArgs {
     /// Executor input, a JSON document.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub data: String,
-    /// Attempts allowed, 1..=100 [default: the server's, 3].
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
+    /// Attempts allowed, 1..=100; 1 = never runs twice for any reason.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_attempts: u32,
     /// Higher runs first; negative allowed.
     #[arg(
         long,

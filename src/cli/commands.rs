@@ -209,7 +209,7 @@ async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliErro
     let request = SubmitTaskRequest {
         task_type: args.task_type.clone(),
         task_data: args.data.clone(),
-        max_attempts: args.max_attempts.unwrap_or(0),
+        max_attempts: args.max_attempts,
         priority: args.priority,
         constraints,
         resources: None,

@@ -74,7 +74,9 @@ fn print_log_tails(cluster: &LocalCluster) {
     }
 }
 
-/// The `task_data` of demo task `i` (sizes and dtypes mixed, seed = i).
+/// The `task_data` of demo task `i` (sizes and dtypes mixed, seed = i + 1). Smaller
+/// matrices get more iterations (4 · 1024 / n) so every task does real work (0.5–8.6 GFLOP)
+/// and the run lasts long enough to watch.
 pub fn demo_task_data(i: usize) -> Value {
     let n = SIZES[i % SIZES.len()];
     let dtype = if (i / SIZES.len()).is_multiple_of(2) {
@@ -82,7 +84,8 @@ pub fn demo_task_data(i: usize) -> Value {
     } else {
         "f64"
     };
-    json!({ "n": n, "dtype": dtype, "iterations": 1, "seed": i as u64 + 1 })
+    let iterations = (4 * 1024 / n).max(1);
+    json!({ "n": n, "dtype": dtype, "iterations": iterations, "seed": i as u64 + 1 })
 }
 
 fn failed(what: impl std::fmt::Display) -> CliError {

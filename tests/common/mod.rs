@@ -109,6 +109,7 @@ pub fn request(task_type: &str, data: serde_json::Value, key: &str) -> SubmitTas
         task_type: task_type.into(),
         task_data: data.to_string(),
         idempotency_key: key.into(),
+        max_attempts: 3,
         ..SubmitTaskRequest::default()
     }
 }
