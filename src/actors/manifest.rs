@@ -140,12 +140,6 @@ pub struct CheckHeartbeat {
 #[rtype(result = "ManifestStatus")]
 pub struct GetStatus;
 
-/// A clone of the whole manifest, for the leader-only planners (scheduler, liveness), which
-/// run the pure cores on it outside this actor so reads are never blocked behind planning.
-#[derive(Message, Debug)]
-#[rtype(result = "(LogIndex, Manifest)")]
-pub struct CloneManifest;
-
 /// Scheduler → manifest: plan one batch of placements over the current state with the
 /// pure scheduler. `None` when nothing can be placed now.
 #[derive(Message, Debug)]
@@ -464,13 +458,6 @@ impl Handler<GetStatus> for ManifestActor {
     }
 }
 
-impl Handler<CloneManifest> for ManifestActor {
-    type Result = MessageResult<CloneManifest>;
-    fn handle(&mut self, _: CloneManifest, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.applied, self.manifest.clone()))
-    }
-}
-
 impl Handler<PlanAssignments> for ManifestActor {
     type Result = Option<AssignTasks>;
     fn handle(&mut self, msg: PlanAssignments, _: &mut Context<Self>) -> Self::Result {
@@ -542,5 +529,156 @@ fn assignment_of(t: &Task) -> TaskAssignment {
         task_type: t.task_type.clone(),
         task_data: t.task_data.clone(),
         run_timeout_ms: t.run_timeout_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::command::{Assignment, SubmitTask, command};
+    use crate::proto::NodeCapacity;
+    use crate::raft::{Entry, Snapshot, SnapshotMeta, Term};
+    use prost::Message as _;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const TASK: &str = "01890a5d-ac96-774b-bcce-b302099a8057";
+
+    fn entry(index: u64, kind: Kind) -> Entry {
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: command(NOW, 1, kind).encode_to_vec(),
+        }
+    }
+
+    fn submit() -> Kind {
+        Kind::SubmitTask(SubmitTask {
+            task_id: TASK.into(),
+            task_type: "echo".into(),
+            task_data: "{}".into(),
+            max_attempts: 1,
+            ..Default::default()
+        })
+    }
+
+    fn register() -> Kind {
+        Kind::RegisterNode(RegisterNode {
+            node_id: "n1".into(),
+            capacity: Some(NodeCapacity {
+                slots: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn assign() -> Kind {
+        Kind::AssignTasks(AssignTasks {
+            assignments: vec![Assignment {
+                task_id: TASK.into(),
+                node_id: "n1".into(),
+                attempt: 1,
+            }],
+        })
+    }
+
+    #[actix::test]
+    async fn applies_in_order_wakes_the_node_and_round_trips_a_snapshot() {
+        let (tx, applied) = watch::channel(LogIndex(0));
+        let m = ManifestActor::new(tx).start();
+        let noop = Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            kind: EntryKind::Normal,
+            data: vec![],
+        };
+        let results = m
+            .send(ApplyCommitted {
+                entries: vec![noop, entry(2, submit()), entry(3, register())],
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            results.iter().map(|r| r.index.get()).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(results[0].response.is_empty(), "a no-op has no response");
+        let outcome = cmds::decode_result(&results[1].response).unwrap();
+        assert_eq!(outcome.task().unwrap().task_id, TASK);
+        assert_eq!(*applied.borrow(), LogIndex(3));
+
+        // A poll sees nothing yet, then is woken by the assignment being applied.
+        let mut work = m
+            .send(PollWork {
+                node_id: "n1".into(),
+                limit: 0,
+            })
+            .await
+            .unwrap();
+        assert!(work.assignments.is_empty());
+        m.send(ApplyCommitted {
+            entries: vec![entry(4, assign())],
+        })
+        .await
+        .unwrap();
+        assert!(
+            work.changed.has_changed().unwrap(),
+            "the node's waiters are woken"
+        );
+        work.changed.changed().await.unwrap();
+        let work = m
+            .send(PollWork {
+                node_id: "n1".into(),
+                limit: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(work.assignments.len(), 1);
+        assert_eq!(work.assignments[0].attempt, 1);
+
+        // Entries already applied are skipped, not applied twice.
+        let again = m
+            .send(ApplyCommitted {
+                entries: vec![entry(4, assign())],
+            })
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+
+        let (index, data) = m.send(TakeSnapshot).await.unwrap().unwrap();
+        assert_eq!(index, LogIndex(4));
+        let (tx2, _) = watch::channel(LogIndex(0));
+        let copy = ManifestActor::new(tx2).start();
+        let snapshot = |i: u64| Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(i),
+                term: Term(1),
+                ..Default::default()
+            },
+            data: data.clone(),
+        };
+        copy.send(RestoreSnapshot {
+            snapshot: snapshot(4),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let t = copy
+            .send(GetTask {
+                task_id: TASK.into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.status, TaskStatus::Assigned as i32);
+        // A snapshot older than the applied state would roll it back (SCENARIOS C8).
+        let err = copy
+            .send(RestoreSnapshot {
+                snapshot: snapshot(3),
+            })
+            .await
+            .unwrap();
+        assert!(err.is_err());
     }
 }
