@@ -113,7 +113,10 @@ pub struct Membership {
 impl Membership {
     /// A configuration of voters only.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Membership { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
+        Membership {
+            voters: voters.into_iter().collect(),
+            learners: BTreeSet::new(),
+        }
     }
     /// Whether `id` is a voter or a learner.
     pub fn contains(&self, id: NodeId) -> bool {

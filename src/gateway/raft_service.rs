@@ -1,0 +1,234 @@
+//! The peer-only `RaftService` (receives other controllers' Raft messages) and
+//! [`start_replication`], which brings up this controller's replication shell.
+//!
+//! The service decodes a `RaftBatch`, checks that it is meant for this cluster and this
+//! member, and steps every message into the raft actor — nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::Addr;
+use tonic::{Request, Response, Status};
+
+use crate::actors::raft::{
+    RaftActor, RaftActorOptions, RaftParts, StartError, StateMachine, Step, start_raft_actor,
+};
+use crate::actors::transport::{
+    GrpcTransport, PeerChannels, RAFT_BATCH_BYTES_MAX, TransportOptions, TransportStats,
+};
+use crate::actors::wire::decode_message;
+use crate::gateway::ServerOptions;
+use crate::proto::raft_service_server::{RaftService, RaftServiceServer};
+use crate::proto::{RaftAck, RaftBatch};
+use crate::raft::{Config, NodeId};
+
+/// Receives Raft messages from peers and steps them into the local raft actor.
+#[derive(Clone)]
+pub struct RaftGrpc {
+    raft: Addr<RaftActor>,
+    self_id: NodeId,
+    cluster_name: String,
+}
+
+impl RaftGrpc {
+    /// A service for member `self_id` of `cluster_name`, feeding `raft`.
+    pub fn new(raft: Addr<RaftActor>, self_id: NodeId, cluster_name: String) -> RaftGrpc {
+        RaftGrpc {
+            raft,
+            self_id,
+            cluster_name,
+        }
+    }
+
+    /// The tonic server for this service, accepting batches up to [`RAFT_BATCH_BYTES_MAX`].
+    pub fn into_server(self) -> RaftServiceServer<RaftGrpc> {
+        RaftServiceServer::new(self)
+            .max_decoding_message_size(RAFT_BATCH_BYTES_MAX)
+            .max_encoding_message_size(RAFT_BATCH_BYTES_MAX)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let RaftBatch {
+            from,
+            cluster_name,
+            messages,
+            to,
+        } = request.into_inner();
+        if cluster_name != self.cluster_name {
+            return Err(Status::failed_precondition(format!(
+                "cluster_name: batch is for cluster {cluster_name:?} but this controller belongs to {:?}",
+                self.cluster_name
+            )));
+        }
+        if to != self.self_id.0 {
+            return Err(Status::failed_precondition(format!(
+                "to: batch is for member {to} but this controller is member {}",
+                self.self_id
+            )));
+        }
+        let mut decoded = Vec::with_capacity(messages.len());
+        for (i, bytes) in messages.iter().enumerate() {
+            let m = decode_message(bytes)
+                .map_err(|e| Status::invalid_argument(format!("messages[{i}]: {e}")))?;
+            if m.from.0 != from || m.to != self.self_id {
+                return Err(Status::invalid_argument(format!(
+                    "messages[{i}]: from {} to {} does not match the batch (from {from} to {to})",
+                    m.from, m.to
+                )));
+            }
+            decoded.push(m);
+        }
+        let accepted = decoded.len() as u32;
+        self.raft
+            .send(Step { messages: decoded })
+            .await
+            .map_err(|e| Status::unavailable(format!("raft actor unavailable: {e}")))?;
+        Ok(Response::new(RaftAck { accepted }))
+    }
+}
+
+/// What [`start_replication`] brought up.
+pub struct ReplicationHandle {
+    /// The raft actor: send it `Propose`, `ReadBarrier`, `GetRaftStatus`, `TransferLeader`,
+    /// `ChangeMembership`, `TriggerSnapshot`, `SubscribeLeadership`.
+    pub raft: Addr<RaftActor>,
+    /// This controller's Raft id.
+    pub node_id: NodeId,
+    /// Reusable channels to the other members (also usable to forward client calls to the
+    /// leader; the raft actor keeps the map in step with the membership).
+    pub peers: PeerChannels,
+    /// The `RaftService` to add to the controller's tonic server.
+    pub service: RaftServiceServer<RaftGrpc>,
+    /// Peer transport counters.
+    pub transport_stats: Arc<TransportStats>,
+    /// Member addresses as configured (id → `host:port`), including this controller.
+    pub configured_addresses: BTreeMap<NodeId, String>,
+}
+
+/// Members and addresses of the initial cluster from `opts`: `peers`, or this node alone at
+/// `listen` when `peers` is empty.
+///
+/// Errors: node id 0, `peers` not listing this node, an empty address.
+pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>, StartError> {
+    if opts.node_id == 0 {
+        return Err(StartError::NodeIdZero);
+    }
+    if opts.peers.is_empty() {
+        return Ok([(NodeId(opts.node_id), opts.listen.to_string())].into());
+    }
+    if !opts.peers.contains_key(&opts.node_id) {
+        return Err(StartError::NotInPeers {
+            node_id: opts.node_id,
+            peers: opts.peers.keys().copied().collect(),
+        });
+    }
+    if let Some((id, _)) = opts
+        .peers
+        .iter()
+        .find(|(id, a)| **id == 0 || a.trim().is_empty())
+    {
+        return Err(if *id == 0 {
+            StartError::NodeIdZero
+        } else {
+            StartError::EmptyPeerAddress { id: *id }
+        });
+    }
+    Ok(opts
+        .peers
+        .iter()
+        .map(|(id, a)| (NodeId(*id), a.trim().to_owned()))
+        .collect())
+}
+
+/// How this controller enters the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// It is one of the initial voters, `ServerOptions::peers` (the default).
+    #[default]
+    InitialMember,
+    /// It joins a running cluster: `ServerOptions::peers` lists the cluster's initial voters
+    /// plus this controller (for its own address); it starts as a non-member that waits for
+    /// the leader to add it (`ChangeMembership::AddLearner`) and so never campaigns before.
+    Join,
+}
+
+/// [`start_replication_with`] for an initial member.
+///
+/// Errors: see [`StartError`]; each displays as one line naming what was wrong.
+pub async fn start_replication(
+    opts: &ServerOptions,
+    state_machine: StateMachine,
+) -> Result<ReplicationHandle, StartError> {
+    start_replication_with(opts, state_machine, Bootstrap::InitialMember).await
+}
+
+/// Brings up this controller's replication shell and returns its handles:
+///
+/// 1. checks the membership options ([`initial_members`]);
+/// 2. opens the durable log in `opts.data_dir` ([`crate::storage::open_data_dir`]), refusing
+///    a dir recorded for another node id or cluster with a one-line reason;
+/// 3. restores the latest snapshot into `state_machine`, starts the log writer thread, the
+///    peer transport and the raft actor (election timeout 10–20 ticks, heartbeat every 2
+///    ticks, a tick every `opts.tick`, election seed from OS randomness).
+///
+/// Call it inside the running actix system, after the state-machine actor is started (its
+/// recipients are in `state_machine`) and before serving gRPC; then add
+/// [`ReplicationHandle::service`] to the tonic server and subscribe the leader-only actors
+/// with `SubscribeLeadership`.
+///
+/// Errors: see [`StartError`]; each displays as one line naming what was wrong.
+pub async fn start_replication_with(
+    opts: &ServerOptions,
+    state_machine: StateMachine,
+    bootstrap: Bootstrap,
+) -> Result<ReplicationHandle, StartError> {
+    let members = initial_members(opts)?;
+    let node_id = NodeId(opts.node_id);
+    if bootstrap == Bootstrap::Join && members.len() < 2 {
+        return Err(StartError::JoinWithoutPeers);
+    }
+    let store = crate::storage::open_data_dir(&opts.data_dir, &opts.cluster_name, node_id)
+        .map_err(|source| StartError::DataDir {
+            dir: opts.data_dir.clone(),
+            source,
+        })?;
+    let voters = members.keys().copied().filter(|id| match bootstrap {
+        Bootstrap::InitialMember => true,
+        Bootstrap::Join => *id != node_id,
+    });
+    let mut config = Config::new(node_id, voters);
+    config.seed = rand::random();
+    let peers = PeerChannels::new(TransportOptions::default());
+    let transport = Arc::new(GrpcTransport::new(
+        node_id,
+        opts.cluster_name.clone(),
+        peers.clone(),
+    ));
+    let transport_stats = transport.stats();
+    let options = RaftActorOptions {
+        tick: opts.tick,
+        snapshot_every_entries: opts.snapshot_every_entries,
+        ..RaftActorOptions::default()
+    };
+    let raft = start_raft_actor(RaftParts {
+        config,
+        store: Arc::new(store),
+        outbox: transport,
+        state_machine,
+        addresses: members.clone(),
+        options,
+    })
+    .await?;
+    let service = RaftGrpc::new(raft.clone(), node_id, opts.cluster_name.clone()).into_server();
+    Ok(ReplicationHandle {
+        raft,
+        node_id,
+        peers,
+        service,
+        transport_stats,
+        configured_addresses: members,
+    })
+}
