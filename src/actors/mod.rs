@@ -93,7 +93,11 @@ pub struct Propose {
 pub struct ReadBarrier;
 
 // Replication shell (raft actor, log writer, peer transport, their byte encodings).
+pub mod heartbeat_monitor;
 pub mod log_writer;
+pub mod manifest;
+pub mod proposer;
 pub mod raft;
+pub mod scheduler;
 pub mod transport;
 pub mod wire;

@@ -1,6 +1,15 @@
 //! tonic services over the actors, and the controller process bootstrap.
 
+pub mod cluster_service;
+pub mod context;
+pub mod convert;
+pub mod forward;
+pub mod node_service;
 pub mod raft_service;
+pub mod server;
+pub mod task_service;
+
+pub use server::{ServerError, ServerHandle, run_server, start_server};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,4 +38,22 @@ pub struct ServerOptions {
     pub node_stale_after: Duration,
     /// Take a snapshot and compact the log every this many applied entries.
     pub snapshot_every_entries: u64,
+}
+
+impl Default for ServerOptions {
+    /// The embedded default: a single-member cluster of node 1 on `127.0.0.1:50051` (HTTP on
+    /// `127.0.0.1:8080`) with data in `./mlcp-data`.
+    fn default() -> Self {
+        ServerOptions {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            peers: BTreeMap::new(),
+            data_dir: PathBuf::from("./mlcp-data"),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            cluster_name: "mlcp".to_string(),
+            tick: Duration::from_millis(50),
+            node_stale_after: Duration::from_secs(10),
+            snapshot_every_entries: 10_000,
+        }
+    }
 }

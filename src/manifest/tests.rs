@@ -878,3 +878,76 @@ fn zombie_report_while_newer_attempt_runs_is_rejected_s1() {
     assert_eq!(task_status(t), TaskStatus::Running);
     assert_eq!(t.attempts[1].outcome, TaskStatus::Unspecified as i32);
 }
+
+/// Throughput of `apply` for the full happy path of a task (submit, assign, ack, report), as
+/// encoded bytes in and out. Run: `cargo test --release --lib -- --ignored
+/// manifest::tests::apply_throughput --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn apply_throughput() {
+    let tasks = 50_000u64;
+    let mut m = Manifest::new();
+    for i in 0..8 {
+        run(
+            &mut m,
+            T0,
+            Kind::RegisterNode(reg(&format!("n{i}"), 1_000_000)),
+        )
+        .unwrap();
+    }
+    let mut cmds = Vec::new();
+    for n in 0..tasks {
+        let id = TaskId::new_v7(
+            T0 as u64 + n,
+            (n as u128).to_le_bytes()[..10].try_into().unwrap(),
+        );
+        let node = format!("n{}", n % 8);
+        let c = |k| command::command(T0 + n as i64, 1, k).encode_to_vec();
+        cmds.push(c(Kind::SubmitTask(SubmitTask {
+            task_id: id.to_string(),
+            task_type: "matmul".into(),
+            task_data: r#"{"n":512,"dtype":"f64","iterations":1,"seed":7}"#.into(),
+            ..Default::default()
+        })));
+        cmds.push(c(Kind::AssignTasks(AssignTasks {
+            assignments: vec![Assignment {
+                task_id: id.to_string(),
+                node_id: node.clone(),
+                attempt: 1,
+            }],
+        })));
+        cmds.push(c(Kind::AckStarted(AckStarted {
+            task_id: id.to_string(),
+            attempt: 1,
+            node_id: node.clone(),
+        })));
+        cmds.push(c(Kind::ReportResult(ReportResult {
+            task_id: id.to_string(),
+            attempt: 1,
+            node_id: node,
+            success: true,
+            result_data: r#"{"seconds":0.1,"gflops":20.0,"checksum":1.5}"#.into(),
+            ..Default::default()
+        })));
+    }
+    let start = std::time::Instant::now();
+    for c in &cmds {
+        let _ = m.apply(c);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        m.tasks_by_status(TaskStatus::Completed).len(),
+        tasks as usize
+    );
+    let snap_start = std::time::Instant::now();
+    let snap = m.snapshot();
+    let snap_secs = snap_start.elapsed().as_secs_f64();
+    eprintln!(
+        "apply: {} commands in {secs:.3} s = {:.0} commands/s ({:.0} tasks/s end to end); \
+         snapshot of {tasks} tasks: {} bytes in {snap_secs:.3} s",
+        cmds.len(),
+        cmds.len() as f64 / secs,
+        tasks as f64 / secs,
+        snap.len()
+    );
+}

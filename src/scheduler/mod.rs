@@ -4,9 +4,9 @@
 //! Placement (DESIGN.md "Scheduling"): PENDING tasks in order — higher priority first, then
 //! submission order — each placed on the least-loaded node that is HEALTHY, not draining,
 //! satisfies the task's constraints (cloud provider, region, labels) and has free capacity
-//! (slots, CPU, memory, GPUs). Load is the share of the node's slots in use; ties go to the
-//! node with fewer active tasks, then the smaller node id, so the same manifest always yields
-//! the same batch. Tasks whose `not_before` (retry backoff) is in the future wait.
+//! (slots, CPU, memory, GPUs). Load is the share of the node's slots in use (parts per
+//! million); ties go to the node with fewer active tasks, then the smaller node id, so the
+//! same manifest always yields the same batch. Tasks whose `not_before` (retry backoff) is in the future wait.
 //!
 //! The result is an `AssignTasks` command, bounded in size; `apply` re-checks every item
 //! (a batch computed from a slightly stale state cannot double-assign or overfill a node).
@@ -15,7 +15,7 @@
 
 pub mod liveness;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::manifest::command::{AssignTasks, Assignment};
 use crate::manifest::{Attempt, Manifest, Resources, TaskId};
@@ -42,18 +42,21 @@ impl Default for PlacementLimits {
 
 /// A node as the placement round sees it: what is still free and how busy it is.
 #[derive(Clone, Debug)]
-struct Candidate {
+struct Candidate<'a> {
+    node: &'a crate::proto::Node,
     free: Resources,
     slots_total: u64,
     slots_used: u64,
     active: u64,
+    cpu_limited: bool,
+    memory_limited: bool,
 }
 
-impl Candidate {
-    fn fits(&self, need: &Resources, cpu_limited: bool, mem_limited: bool) -> bool {
+impl Candidate<'_> {
+    fn fits(&self, need: &Resources) -> bool {
         self.free.slots >= need.slots
-            && (!cpu_limited || self.free.cpu_millis >= need.cpu_millis)
-            && (!mem_limited || self.free.memory_mb >= need.memory_mb)
+            && (!self.cpu_limited || self.free.cpu_millis >= need.cpu_millis)
+            && (!self.memory_limited || self.free.memory_mb >= need.memory_mb)
             && (need.gpus == 0 || self.free.gpus >= need.gpus)
     }
 
@@ -65,21 +68,23 @@ impl Candidate {
         self.slots_used += need.slots;
         self.active += 1;
     }
-}
 
-/// Orders candidates by load: share of slots in use (compared exactly by cross-multiplying),
-/// then active tasks, then node id.
-fn less_loaded(a: (&String, &Candidate), b: (&String, &Candidate)) -> std::cmp::Ordering {
-    let lhs = u128::from(a.1.slots_used) * u128::from(b.1.slots_total.max(1));
-    let rhs = u128::from(b.1.slots_used) * u128::from(a.1.slots_total.max(1));
-    lhs.cmp(&rhs)
-        .then(a.1.active.cmp(&b.1.active))
-        .then(a.0.cmp(b.0))
+    /// Position in the load order: share of slots in use (parts per million), then active
+    /// tasks; the caller appends the node's index (= node id order) to break ties.
+    fn load_key(&self) -> (u64, u64) {
+        let ppm =
+            (u128::from(self.slots_used) * 1_000_000 / u128::from(self.slots_total.max(1))) as u64;
+        (ppm, self.active)
+    }
 }
 
 /// Computes one batch of placements at proposer time `now_ms` (unix ms, the same value the
 /// `AssignTasks` command will carry). Nodes in `held_back` receive nothing this round (e.g. a
 /// returning node whose stale attempts must be aborted first, issue 4 §5).
+///
+/// Cost: O(log N) per placed task in the common case (the least-loaded node fits); a task
+/// shape (constraints + resources) that fit nowhere is not searched for again in the round,
+/// since nodes only fill up within a round.
 pub fn place(
     manifest: &Manifest,
     now_ms: i64,
@@ -91,30 +96,33 @@ pub fn place(
         .into_iter()
         .filter(|n| crate::manifest::is_schedulable(n) && !held_back.contains(&n.node_id))
         .collect();
-    let mut candidates: BTreeMap<String, Candidate> = nodes
+    let mut candidates: Vec<Candidate<'_>> = nodes
         .iter()
         .map(|n| {
             let cap = crate::manifest::node_capacity(n);
-            let used = manifest.node_usage(&n.node_id);
-            let free = manifest.free_resources(&n.node_id);
-            (
-                n.node_id.clone(),
-                Candidate {
-                    free,
-                    slots_total: cap.slots,
-                    slots_used: used.slots,
-                    active: u64::from(n.active_tasks),
-                },
-            )
+            Candidate {
+                node: n,
+                free: manifest.free_resources(&n.node_id),
+                slots_total: cap.slots,
+                slots_used: manifest.node_usage(&n.node_id).slots,
+                active: u64::from(n.active_tasks),
+                cpu_limited: cap.cpu_millis > 0,
+                memory_limited: cap.memory_mb > 0,
+            }
         })
         .collect();
-    let node_info: BTreeMap<&str, &crate::proto::Node> =
-        nodes.iter().map(|n| (n.node_id.as_str(), n)).collect();
+    // Least loaded first; the index (nodes are ordered by id) breaks ties by node id.
+    let mut order: BTreeSet<((u64, u64), usize)> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.free.slots > 0)
+        .map(|(i, c)| (c.load_key(), i))
+        .collect();
+    let mut unplaceable: BTreeSet<Vec<u8>> = BTreeSet::new();
 
     let mut batch = AssignTasks::default();
-    let mut free_slots: u64 = candidates.values().map(|c| c.free.slots).sum();
     for key in manifest.pending_keys().take(limits.pending_scanned_max) {
-        if batch.assignments.len() >= limits.batch_assignments_max || free_slots == 0 {
+        if batch.assignments.len() >= limits.batch_assignments_max || order.is_empty() {
             break;
         }
         let Some(task) = manifest.get_task(&key.task_id) else {
@@ -124,27 +132,47 @@ pub fn place(
             continue;
         }
         let need = Resources::of_request(task.resources.as_ref());
-        let best = candidates
-            .iter()
-            .filter(|(id, c)| {
-                let node = node_info[id.as_str()];
-                let cap = crate::manifest::node_capacity(node);
-                c.fits(&need, cap.cpu_millis > 0, cap.memory_mb > 0)
-                    && crate::manifest::constraints_match(node, task.constraints.as_ref()).is_ok()
-            })
-            .min_by(|a, b| less_loaded(*a, *b))
-            .map(|(id, _)| id.clone());
-        let Some(node_id) = best else { continue };
-        let c = candidates.get_mut(&node_id).expect("chosen from the map");
+        let shape = task_shape(task);
+        if unplaceable.contains(&shape) {
+            continue;
+        }
+        let best = order.iter().copied().find(|(_, i)| {
+            let c = &candidates[*i];
+            c.fits(&need)
+                && crate::manifest::constraints_match(c.node, task.constraints.as_ref()).is_ok()
+        });
+        let Some(entry) = best else {
+            unplaceable.insert(shape);
+            continue;
+        };
+        order.remove(&entry);
+        let c = &mut candidates[entry.1];
         c.take(&need);
-        free_slots = free_slots.saturating_sub(need.slots);
+        if c.free.slots > 0 {
+            order.insert((c.load_key(), entry.1));
+        }
         batch.assignments.push(Assignment {
             task_id: key.task_id.to_string(),
-            node_id,
+            node_id: c.node.node_id.clone(),
             attempt: Attempt(task.attempt).next().0,
         });
     }
     batch
+}
+
+/// What decides where a task can go: its constraints and resource request, encoded.
+fn task_shape(task: &Task) -> Vec<u8> {
+    use prost::Message;
+    let mut out = task
+        .constraints
+        .as_ref()
+        .map(Message::encode_to_vec)
+        .unwrap_or_default();
+    out.push(0xff);
+    if let Some(r) = &task.resources {
+        r.encode(&mut out).expect("Vec grows");
+    }
+    out
 }
 
 /// True if the task may be placed at `now_ms`: not cancelled, attempts left, backoff over.

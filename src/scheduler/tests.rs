@@ -224,3 +224,74 @@ fn batches_are_bounded_and_deterministic() {
     assert!(per_node.values().all(|c| *c <= 2), "{per_node:?}");
     assert_eq!(batch_task_ids(&a).len(), 16);
 }
+
+/// Cost of one placement round and one liveness evaluation with 5,000 nodes and 20,000
+/// pending tasks. Run: `cargo test --release --lib -- --ignored
+/// scheduler::tests::placement_and_liveness_cost --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn placement_and_liveness_cost() {
+    let mut m = Manifest::new();
+    for i in 0..5_000 {
+        register(&mut m, &format!("node-{i:05}"), 4, "r", 0);
+    }
+    for n in 0..20_000u64 {
+        let id = TaskId::new_v7(
+            T0 as u64 + n,
+            (n as u128).to_le_bytes()[..10].try_into().unwrap(),
+        );
+        m.add_task(
+            &SubmitTask {
+                task_id: id.to_string(),
+                task_type: "echo".into(),
+                task_data: "{}".into(),
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap();
+    }
+    let limits = PlacementLimits::default();
+    let start = std::time::Instant::now();
+    let rounds = 10;
+    for _ in 0..rounds {
+        let b = place(&m, T0 + 1, &limits, &none());
+        assert_eq!(b.assignments.len(), limits.batch_assignments_max);
+    }
+    let place_ms = start.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let mut l = liveness::Liveness::new(liveness::LivenessConfig::default());
+    l.become_leader(0);
+    for n in m.all_nodes() {
+        l.observe_heartbeat(&n.node_id, 1, T0, 1.0, 1.0, 0);
+    }
+    let start = std::time::Instant::now();
+    for i in 0..rounds {
+        let a = l.evaluate(2 + i, &m, true);
+        assert!(a.lost_nodes.is_empty());
+    }
+    let eval_ms = start.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let start = std::time::Instant::now();
+    let beats = 100_000u64;
+    for i in 0..beats {
+        let node = format!("node-{:05}", i % 5_000);
+        let reg = RegisterNode {
+            node_id: node.clone(),
+            region: "r".into(),
+            cloud_provider: "aws".into(),
+            capacity: Some(NodeCapacity {
+                slots: 4,
+                cpu_cores: 4,
+                memory_mb: 8192,
+                gpus: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(!m.registration_changes(&reg));
+        l.observe_heartbeat(&node, 3 + i, T0, 1.0, 1.0, 0);
+    }
+    let beat_us = start.elapsed().as_secs_f64() * 1e6 / beats as f64;
+    eprintln!(
+        "5000 nodes, 20000 pending: place() {place_ms:.2} ms/round (256 assignments); \
+         liveness evaluate {eval_ms:.2} ms; heartbeat check+observe {beat_us:.2} us"
+    );
+}

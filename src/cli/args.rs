@@ -1,0 +1,439 @@
+//! The clap command tree of `mlcp`. Every flag here is `Option` (or a bool that only turns a
+//! behaviour on) so that the config layering in [`super::config`] can tell "not given" from
+//! "given": a flag that was not typed never hides a value from the config file or `MLCP_*`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ROOT_AFTER_HELP: &str = "\
+Examples:
+  mlcp demo                                    # 3 controllers + 3 agents, real matmul, leader killed mid-run
+  mlcp server                                  # single-member cluster on 127.0.0.1:50051, data in ./mlcp-data
+  mlcp agent --node-id gpu-1 --servers 127.0.0.1:50051
+  mlcp task submit --type matmul --data '{\"n\":512,\"dtype\":\"f32\",\"iterations\":1,\"seed\":7}' --wait
+  mlcp task list --status RUNNING --output json
+  mlcp cluster status --server 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051
+
+Configuration is layered: config file (--config, default ./mlcp.toml if present)
+< MLCP_* environment < command-line flags. Logs go to stderr; set RUST_LOG to filter.";
+
+/// `mlcp`: a Raft-replicated ML control plane that hands compute tasks to agents.
+#[derive(Debug, Parser)]
+#[command(name = "mlcp", version, about, after_help = ROOT_AFTER_HELP)]
+pub struct Cli {
+    /// TOML config file (tables `[server]`, `[agent]`, `[client]`); default `./mlcp.toml`
+    /// when it exists. A file named here that does not exist is an error.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr (env `MLCP_LOG_FORMAT`). The level filter is `RUST_LOG`.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// How client commands print their answer on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The response message as JSON with the proto field names and enum value names.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a controller: one Raft member serving clients, agents and peers.
+    #[command(after_help = SERVER_AFTER_HELP)]
+    Server(ServerArgs),
+    /// Run a worker agent that registers, heartbeats, long-polls and executes tasks.
+    #[command(after_help = AGENT_AFTER_HELP)]
+    Agent(AgentArgs),
+    /// Submit, inspect, list and cancel tasks.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Inspect and drain worker nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Inspect the controller cluster and move leadership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Start a local 3-controller cluster and agents as child processes, run real
+    /// matrix-multiplication tasks, kill the leader mid-run and verify every result.
+    #[command(after_help = DEMO_AFTER_HELP)]
+    Demo(DemoArgs),
+    /// Measure submit throughput/latency, end-to-end task rate and leader failover time.
+    #[command(after_help = BENCH_AFTER_HELP)]
+    Bench(BenchArgs),
+}
+
+const SERVER_AFTER_HELP: &str = "\
+Examples:
+  # single-member cluster on 127.0.0.1:50051 with data in ./mlcp-data
+  mlcp server
+  # member 2 of a three-machine cluster
+  mlcp server --node-id 2 --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 \\
+      --peers 1=10.0.0.1:50051,2=10.0.0.2:50051,3=10.0.0.3:50051 --data-dir /var/lib/mlcp
+
+Environment: MLCP_SERVER_<KEY> for every key of the [server] table, e.g.
+MLCP_SERVER_NODE_ID=2, MLCP_SERVER_PEERS=1=a:50051,2=b:50051,3=c:50051.
+SIGINT or SIGTERM shuts the controller down gracefully.";
+
+/// Flags of `mlcp server` (each also a `[server]` key and an `MLCP_SERVER_*` variable).
+#[derive(Debug, Default, Args, serde::Serialize)]
+pub struct ServerArgs {
+    /// This controller's Raft id (positive integer) [default: 1].
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// gRPC listen address for clients, agents and peers [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Every voter of the initial cluster including this one, `ID=HOST:PORT,…`
+    /// [default: just this node at --listen].
+    #[arg(long, value_name = "ID=ADDR,…")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
+    /// Directory for the Raft log, snapshots and the identity file [default: ./mlcp-data].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address for health, metrics and status; `off` disables it
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// Cluster name; a data dir written for another cluster is refused [default: mlcp].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Length of one Raft tick in milliseconds [default: 50].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick_ms: Option<u64>,
+    /// Mark a node UNHEALTHY after this long without a heartbeat, in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_stale_after_ms: Option<u64>,
+    /// Snapshot and compact the log every this many applied entries [default: 10000].
+    #[arg(long, value_name = "ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every_entries: Option<u64>,
+}
+
+const AGENT_AFTER_HELP: &str = "\
+Examples:
+  mlcp agent --node-id gpu-1 --servers 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051 \\
+      --cloud-provider aws --region us-east-1 --slots 4 --label gpu=a100 --label pool=train
+
+Environment: MLCP_AGENT_<KEY> for every key of the [agent] table, e.g.
+MLCP_AGENT_SERVERS=10.0.0.1:50051,10.0.0.2:50051. Labels in the config file are a table:
+[agent.labels] gpu = \"a100\". SIGINT or SIGTERM finishes or hands back running tasks.";
+
+/// Flags of `mlcp agent` (each also an `[agent]` key and an `MLCP_AGENT_*` variable).
+#[derive(Debug, Default, Args, serde::Serialize)]
+pub struct AgentArgs {
+    /// This node's id, unique in the cluster [default: the host name].
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Every controller's gRPC address, `HOST:PORT,…` [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR,…")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<String>,
+    /// Address this node advertises (informational) [default: the node id].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Cloud provider matched by task constraints, e.g. aws, gcp, onprem [default: local].
+    #[arg(long, value_name = "P")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_provider: Option<String>,
+    /// Region matched by task constraints, e.g. us-east-1 [default: local].
+    #[arg(long, value_name = "R")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Concurrent task slots [default: 2].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// A label `KEY=VALUE` matched by task constraints; repeat for more. Added to the
+    /// config file's labels.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    #[serde(skip)]
+    pub labels: Vec<String>,
+    /// Long-poll wait asked of the server, in milliseconds, at most 30000 [default: 10000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_timeout_ms: Option<u64>,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish before they are
+    /// stopped and handed back for a retry, in milliseconds [default: 30000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Flags shared by every client command (each also a `[client]` key and an
+/// `MLCP_CLIENT_*` variable).
+#[derive(Clone, Debug, Default, Args, serde::Serialize)]
+pub struct ClientArgs {
+    /// Controllers to ask, `HOST:PORT,…`; any member works, they are tried in order and
+    /// leader hints are followed [default: 127.0.0.1:50051].
+    #[arg(long = "server", value_name = "ADDR,…")]
+    #[serde(skip_serializing_if = "Option::is_none", rename = "servers")]
+    pub servers: Option<String>,
+    /// Output format [default: table].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputFormat>,
+    /// Per-request timeout in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+const TASK_SUBMIT_AFTER_HELP: &str = "\
+Built-in task types:
+  matmul  {\"n\": 512, \"dtype\": \"f32\"|\"f64\", \"iterations\": 1, \"seed\": 7}
+  sleep   {\"ms\": 1000}
+  echo    any JSON (returned as the result)
+
+Examples:
+  mlcp task submit --type matmul --data '{\"n\":256,\"dtype\":\"f64\",\"iterations\":1,\"seed\":1}' --wait
+  mlcp task submit --type sleep --data '{\"ms\":5000}' --max-attempts 1 --priority 10
+  mlcp task submit --type echo --data '{\"hello\":1}' --idempotency-key job-42 --output json";
+
+/// `mlcp task …`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task; prints it (or, with --wait, its final state).
+    #[command(after_help = TASK_SUBMIT_AFTER_HELP)]
+    Submit(TaskSubmitArgs),
+    /// Show one task with its attempts.
+    Get {
+        /// Task id (a UUID).
+        id: String,
+        /// Linearizable read through the leader instead of this member's applied state.
+        #[arg(long)]
+        consistent: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks, oldest first.
+    #[command(
+        after_help = "Example:\n  mlcp task list --status COMPLETED --limit 20 --output json"
+    )]
+    List {
+        /// Only tasks in this status: PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED.
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        /// Most tasks to print [default: all].
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a task; a running attempt is stopped through its agent.
+    Cancel {
+        /// Task id (a UUID).
+        id: String,
+        /// Why (recorded in the task's error).
+        #[arg(long, default_value = "cancelled by operator")]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Flags of `mlcp task submit`.
+#[derive(Debug, Args)]
+pub struct TaskSubmitArgs {
+    /// Executor name, `[a-z0-9_.-]{1,128}` (matmul, sleep, echo, …).
+    #[arg(long = "type", value_name = "T")]
+    pub task_type: String,
+    /// Executor input, a JSON document.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub data: String,
+    /// Attempts allowed, 1..=100 [default: the server's, 3].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Higher runs first; negative allowed.
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
+    /// A retry with the same key returns the task created the first time.
+    #[arg(long, value_name = "K")]
+    pub idempotency_key: Option<String>,
+    /// Per-attempt run timeout in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub run_timeout_ms: Option<u64>,
+    /// Only place on nodes of this cloud provider.
+    #[arg(long, value_name = "P")]
+    pub cloud_provider: Option<String>,
+    /// Only place on nodes in this region.
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// Only place on nodes with this label `KEY=VALUE`; repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Wait until the task is COMPLETED, FAILED or CANCELLED and print that state; exit 1
+    /// unless it COMPLETED.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (with --wait) [default: no limit].
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    pub wait_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `mlcp node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List worker nodes with status, load and capacity.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop new placements on a node; its running tasks may finish.
+    Drain {
+        /// Node id.
+        id: String,
+        /// Wait up to this many seconds for the node's running tasks to finish.
+        #[arg(long, value_name = "SECS")]
+        deadline: Option<u64>,
+        /// Undo a drain: the node takes new placements again.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `mlcp cluster …`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, roles, leader, term, commit and applied index.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hand leadership to another voter (Raft TimeoutNow).
+    TransferLeader {
+        /// Raft id of the voter to become leader (0 = the most up-to-date other voter).
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a controller as a non-voting learner; it starts receiving the log.
+    #[command(
+        after_help = "Start the new controller first with --peers listing the current members and itself, then:\n  mlcp cluster add-learner 4 10.0.0.4:50051\n  mlcp cluster promote 4"
+    )]
+    AddLearner {
+        /// Raft id of the new member (positive, unused).
+        id: u64,
+        /// Its gRPC address, `HOST:PORT`.
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Promote a caught-up learner to voter.
+    Promote {
+        /// Raft id of the learner.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a member from the cluster (a removed leader steps down).
+    Remove {
+        /// Raft id of the member.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+const DEMO_AFTER_HELP: &str = "\
+Child processes are this same binary (`mlcp server`, `mlcp agent`) on free loopback ports;
+their logs are in the temp dir (kept with --keep-dir). Exit status 0 only if every task
+completed and its result verified (Freivalds' check against inputs regenerated from the seed).";
+
+/// Flags of `mlcp demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Matrix-multiplication tasks to submit (at least 3).
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub tasks: usize,
+    /// Agents to start (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub agents: usize,
+    /// Keep the temp dir (data dirs and child logs) and print its path.
+    #[arg(long)]
+    pub keep_dir: bool,
+    /// Give up if not every task is finished after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub deadline_secs: u64,
+}
+
+const BENCH_AFTER_HELP: &str = "\
+Without --server the bench starts its own 3-controller cluster (durable redb storage, as in
+production) and 4 agents as child processes in a temp dir. With --server it only runs the
+submit phase against that cluster (it neither starts agents nor kills anything).";
+
+/// Flags of `mlcp bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark an existing cluster (submit phase only) instead of starting one.
+    #[arg(long = "server", value_name = "ADDR,…")]
+    pub servers: Option<String>,
+    /// Concurrent-client levels of the submit phase.
+    #[arg(
+        long,
+        value_name = "N,…",
+        default_value = "1,16,64,256",
+        value_delimiter = ','
+    )]
+    pub clients: Vec<usize>,
+    /// Seconds per submit level.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub duration_secs: u64,
+    /// No-op (echo) tasks for the end-to-end phase.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub echo_tasks: usize,
+    /// Agents for the end-to-end phase.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub agents: usize,
+    /// Output format [default: table].
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "table")]
+    pub output: OutputFormat,
+    /// Keep the temp dir (data dirs and child logs) and print its path.
+    #[arg(long)]
+    pub keep_dir: bool,
+}

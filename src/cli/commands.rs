@@ -1,0 +1,659 @@
+//! The client commands (`mlcp task …`, `mlcp node …`, `mlcp cluster …`): build the request,
+//! send it through the failover [`Client`], print the answer as a table or as JSON.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tonic::transport::Channel;
+
+use super::args::{
+    ClientArgs, ClusterCommand, NodeCommand, OutputFormat, TaskCommand, TaskSubmitArgs,
+};
+use super::client::Client;
+use super::config::{self, ClientConfig};
+use super::error::CliError;
+use super::json;
+use super::table::{Table, span, truncate, unix_ms};
+use crate::proto::cluster_service_client::ClusterServiceClient;
+use crate::proto::task_service_client::TaskServiceClient;
+use crate::proto::{
+    AddMemberRequest, CancelTaskRequest, DrainNodeRequest, GetClusterStatusRequest,
+    GetClusterStatusResponse, GetTaskRequest, ListNodesRequest, ListTasksRequest,
+    ListTasksResponse, Node, PromoteMemberRequest, RemoveMemberRequest, SubmitTaskRequest, Task,
+    TaskConstraints, TaskStatus, TransferLeaderRequest,
+};
+
+/// How often `task submit --wait` polls the task.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Largest page asked of ListTasks (the server caps pages at 1000).
+const LIST_PAGE_SIZE_MAX: u32 = 1000;
+
+fn setup(file: Option<&Path>, args: &ClientArgs) -> Result<(Client, ClientConfig), CliError> {
+    let cfg = config::client_config(file, args)?;
+    Ok((Client::new(cfg.servers.clone(), cfg.timeout), cfg))
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
+    );
+}
+
+/// Parses a status name as the CLI accepts it: `completed`, `COMPLETED` or
+/// `TASK_STATUS_COMPLETED`.
+pub fn parse_task_status(text: &str) -> Result<TaskStatus, CliError> {
+    let upper = text.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("TASK_STATUS_") {
+        upper
+    } else {
+        format!("TASK_STATUS_{upper}")
+    };
+    TaskStatus::from_str_name(&full)
+        .filter(|s| *s != TaskStatus::Unspecified)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--status {text:?} is not one of PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED"
+            ))
+        })
+}
+
+/// Whether a task status is terminal (COMPLETED, FAILED or CANCELLED).
+pub fn is_terminal(status: i32) -> bool {
+    matches!(
+        TaskStatus::try_from(status),
+        Ok(TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    )
+}
+
+fn status_name(status: i32) -> String {
+    match json::task_status(status) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn node_status_name(status: i32) -> String {
+    match json::node_status(status) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Runs `mlcp task …`.
+pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliError> {
+    match command {
+        TaskCommand::Submit(args) => submit(args, file).await,
+        TaskCommand::Get {
+            id,
+            consistent,
+            client,
+        } => {
+            let (client, cfg) = setup(file, &client)?;
+            let response = client
+                .call(|ch| {
+                    let request = GetTaskRequest {
+                        task_id: id.clone(),
+                        consistent,
+                    };
+                    async move { TaskServiceClient::new(ch).get_task(request).await }
+                })
+                .await?
+                .into_inner();
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::get_task_response(&response)),
+                OutputFormat::Table => print_task_detail(response.task.as_ref()),
+            }
+            Ok(())
+        }
+        TaskCommand::List {
+            status,
+            limit,
+            client,
+        } => {
+            let status = status.as_deref().map(parse_task_status).transpose()?;
+            let (client, cfg) = setup(file, &client)?;
+            let response = list_tasks(&client, status, limit).await?;
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::list_tasks_response(&response)),
+                OutputFormat::Table => {
+                    print!("{}", task_table(&response.tasks).render());
+                    println!(
+                        "{} of {} task(s)",
+                        response.tasks.len(),
+                        response.total_count
+                    );
+                }
+            }
+            Ok(())
+        }
+        TaskCommand::Cancel { id, reason, client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let response = client
+                .call(|ch| {
+                    let request = CancelTaskRequest {
+                        task_id: id.clone(),
+                        reason: reason.clone(),
+                    };
+                    async move { TaskServiceClient::new(ch).cancel_task(request).await }
+                })
+                .await?
+                .into_inner();
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::cancel_task_response(&response)),
+                OutputFormat::Table => print_task_detail(response.task.as_ref()),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every task (in pages), optionally of one status, at most `limit`.
+pub async fn list_tasks(
+    client: &Client,
+    status: Option<TaskStatus>,
+    limit: Option<u64>,
+) -> Result<ListTasksResponse, CliError> {
+    let mut all = ListTasksResponse::default();
+    let mut token = String::new();
+    loop {
+        let remaining = limit.map(|l| l.saturating_sub(all.tasks.len() as u64));
+        if remaining == Some(0) {
+            break;
+        }
+        let page_size = remaining.map_or(LIST_PAGE_SIZE_MAX, |r| {
+            u32::try_from(r.min(u64::from(LIST_PAGE_SIZE_MAX))).expect("bounded by the max")
+        });
+        let request = ListTasksRequest {
+            status: status.map_or(0, |s| s as i32),
+            page_size,
+            page_token: token.clone(),
+            consistent: false,
+        };
+        let page = client
+            .call(|ch| {
+                let request = request.clone();
+                async move { TaskServiceClient::new(ch).list_tasks(request).await }
+            })
+            .await?
+            .into_inner();
+        all.total_count = page.total_count;
+        all.tasks.extend(page.tasks);
+        token = page.next_page_token;
+        all.next_page_token = token.clone();
+        if token.is_empty() {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliError> {
+    let (client, cfg) = setup(file, &args.client)?;
+    let labels = config::parse_labels(&args.labels).map_err(|e| CliError::Usage(e.to_string()))?;
+    let constraints = (args.cloud_provider.is_some()
+        || args.region.is_some()
+        || !labels.is_empty())
+    .then(|| TaskConstraints {
+        cloud_provider: args.cloud_provider.clone().unwrap_or_default(),
+        region: args.region.clone().unwrap_or_default(),
+        labels,
+    });
+    // A key of our own makes the failover retry below safe: a submission that reached the
+    // leader before its answer was lost is returned, not duplicated.
+    let idempotency_key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7()));
+    let request = SubmitTaskRequest {
+        task_type: args.task_type.clone(),
+        task_data: args.data.clone(),
+        max_attempts: args.max_attempts.unwrap_or(0),
+        priority: args.priority,
+        constraints,
+        resources: None,
+        idempotency_key,
+        retry_policy: None,
+        run_timeout_ms: args.run_timeout_ms.unwrap_or(0),
+        queue_timeout_ms: 0,
+    };
+    let response = client
+        .call(|ch| {
+            let request = request.clone();
+            async move { TaskServiceClient::new(ch).submit_task(request).await }
+        })
+        .await?
+        .into_inner();
+    if !args.wait {
+        match cfg.output {
+            OutputFormat::Json => print_json(&json::submit_task_response(&response)),
+            OutputFormat::Table => print_task_detail(response.task.as_ref()),
+        }
+        return Ok(());
+    }
+    let task_id = response
+        .task
+        .as_ref()
+        .map(|t| t.task_id.clone())
+        .ok_or_else(|| CliError::Failed("the server answered without a task".into()))?;
+    let done = wait_for_terminal(
+        &client,
+        &task_id,
+        args.wait_timeout_secs.map(Duration::from_secs),
+    )
+    .await?;
+    match cfg.output {
+        OutputFormat::Json => print_json(&json::task(&done)),
+        OutputFormat::Table => print_task_detail(Some(&done)),
+    }
+    if done.status == TaskStatus::Completed as i32 {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "task {task_id} ended {}: {}",
+            status_name(done.status),
+            done.error
+        )))
+    }
+}
+
+/// Polls a task until it is terminal (or `within` passes).
+pub async fn wait_for_terminal(
+    client: &Client,
+    task_id: &str,
+    within: Option<Duration>,
+) -> Result<Task, CliError> {
+    let deadline = within.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        let task = get_task(client, task_id, false).await?;
+        if is_terminal(task.status) {
+            return Ok(task);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(CliError::Failed(format!(
+                "task {task_id} still {} when the wait timed out",
+                status_name(task.status)
+            )));
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// GetTask through the failover client.
+pub async fn get_task(client: &Client, task_id: &str, consistent: bool) -> Result<Task, CliError> {
+    let response = client
+        .call(|ch| {
+            let request = GetTaskRequest {
+                task_id: task_id.to_owned(),
+                consistent,
+            };
+            async move { TaskServiceClient::new(ch).get_task(request).await }
+        })
+        .await?
+        .into_inner();
+    response.task.ok_or_else(|| {
+        CliError::Failed(format!(
+            "the server answered GetTask {task_id} without a task"
+        ))
+    })
+}
+
+/// GetClusterStatus from whichever member `client` reaches first.
+pub async fn cluster_status(client: &Client) -> Result<GetClusterStatusResponse, CliError> {
+    Ok(client
+        .call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+        })
+        .await?
+        .into_inner())
+}
+
+/// GetClusterStatus from one specific member (no failover), for tools that compare members.
+pub async fn member_status(channel: Channel) -> Result<GetClusterStatusResponse, tonic::Status> {
+    Ok(ClusterServiceClient::new(channel)
+        .get_cluster_status(GetClusterStatusRequest {})
+        .await?
+        .into_inner())
+}
+
+/// The task table of `task list`.
+pub fn task_table(tasks: &[Task]) -> Table {
+    let mut table = Table::new([
+        "TASK_ID", "TYPE", "STATUS", "NODE", "ATTEMPT", "CREATED", "RAN", "ERROR",
+    ]);
+    for t in tasks {
+        table.row([
+            t.task_id.clone(),
+            t.task_type.clone(),
+            status_name(t.status),
+            if t.assigned_node_id.is_empty() {
+                "-".into()
+            } else {
+                t.assigned_node_id.clone()
+            },
+            format!("{}/{}", t.attempt, t.max_attempts),
+            unix_ms(t.created_at),
+            span(t.started_at, t.completed_at),
+            truncate(&t.error, 40),
+        ]);
+    }
+    table
+}
+
+fn print_task_detail(task: Option<&Task>) {
+    let Some(t) = task else {
+        println!("(no task in the response)");
+        return;
+    };
+    let mut table = Table::new(["FIELD", "VALUE"]);
+    let constraints = t.constraints.as_ref().map_or_else(String::new, |c| {
+        let mut parts = Vec::new();
+        if !c.cloud_provider.is_empty() {
+            parts.push(format!("cloud_provider={}", c.cloud_provider));
+        }
+        if !c.region.is_empty() {
+            parts.push(format!("region={}", c.region));
+        }
+        parts.extend(c.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        parts.join(" ")
+    });
+    let rows: [(&str, String); 14] = [
+        ("task_id", t.task_id.clone()),
+        ("task_type", t.task_type.clone()),
+        ("status", status_name(t.status)),
+        ("assigned_node_id", t.assigned_node_id.clone()),
+        ("attempt", format!("{} of {}", t.attempt, t.max_attempts)),
+        ("priority", t.priority.to_string()),
+        ("constraints", constraints),
+        ("created_at", unix_ms(t.created_at)),
+        ("started_at", unix_ms(t.started_at)),
+        ("completed_at", unix_ms(t.completed_at)),
+        ("task_data", truncate(&t.task_data, 200)),
+        ("result_data", truncate(&t.result_data, 200)),
+        ("error", t.error.clone()),
+        ("idempotency_key", t.idempotency_key.clone()),
+    ];
+    for (field, value) in rows {
+        table.row([field.to_owned(), value]);
+    }
+    print!("{}", table.render());
+    if !t.attempts.is_empty() {
+        let mut attempts = Table::new(["ATTEMPT", "NODE", "ASSIGNED", "RAN", "OUTCOME", "ERROR"]);
+        for a in &t.attempts {
+            attempts.row([
+                a.attempt.to_string(),
+                a.node_id.clone(),
+                unix_ms(a.assigned_at),
+                span(a.started_at, a.finished_at),
+                status_name(a.outcome),
+                truncate(&a.error, 40),
+            ]);
+        }
+        println!();
+        print!("{}", attempts.render());
+    }
+}
+
+/// Runs `mlcp node …`.
+pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliError> {
+    match command {
+        NodeCommand::List { client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let response = client
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .list_nodes(ListNodesRequest { status: 0 })
+                        .await
+                })
+                .await?
+                .into_inner();
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::list_nodes_response(&response)),
+                OutputFormat::Table => print!("{}", node_table(&response.nodes).render()),
+            }
+            Ok(())
+        }
+        NodeCommand::Drain {
+            id,
+            deadline,
+            undo,
+            client,
+        } => {
+            let (client, cfg) = setup(file, &client)?;
+            let deadline_ms = deadline.map_or(0, |s| s.saturating_mul(1000));
+            let response = client
+                .call(|ch| {
+                    let request = DrainNodeRequest {
+                        node_id: id.clone(),
+                        deadline_ms,
+                        drain: !undo,
+                    };
+                    async move { ClusterServiceClient::new(ch).drain_node(request).await }
+                })
+                .await?
+                .into_inner();
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::drain_node_response(&response)),
+                OutputFormat::Table => {
+                    print!("{}", node_table(response.node.as_slice()).render());
+                    println!("{} task(s) still running on {id}", response.remaining_tasks);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every registered worker node (ListNodes) through the failover client.
+pub async fn list_nodes(client: &Client) -> Result<Vec<Node>, CliError> {
+    Ok(client
+        .call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .list_nodes(ListNodesRequest { status: 0 })
+                .await
+        })
+        .await?
+        .into_inner()
+        .nodes)
+}
+
+/// The node table of `node list`.
+pub fn node_table(nodes: &[Node]) -> Table {
+    let mut table = Table::new([
+        "NODE_ID",
+        "STATUS",
+        "CLOUD",
+        "REGION",
+        "ACTIVE",
+        "SLOTS",
+        "CPU%",
+        "MEM%",
+        "LAST_HEARTBEAT",
+        "LABELS",
+    ]);
+    for n in nodes {
+        let status = if n.draining {
+            format!("{} (draining)", node_status_name(n.status))
+        } else {
+            node_status_name(n.status)
+        };
+        table.row([
+            n.node_id.clone(),
+            status,
+            n.cloud_provider.clone(),
+            n.region.clone(),
+            n.active_tasks.to_string(),
+            n.capacity
+                .as_ref()
+                .map_or_else(|| "-".into(), |c| c.slots.to_string()),
+            format!("{:.1}", n.cpu_usage),
+            format!("{:.1}", n.memory_usage),
+            unix_ms(n.last_heartbeat),
+            n.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ]);
+    }
+    table
+}
+
+/// Runs `mlcp cluster …`.
+pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(), CliError> {
+    match command {
+        ClusterCommand::Status { client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let status = cluster_status(&client).await?;
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::cluster_status_response(&status)),
+                OutputFormat::Table => print!("{}", render_cluster_status(&status)),
+            }
+            Ok(())
+        }
+        ClusterCommand::TransferLeader { id, client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let response = client
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .transfer_leader(TransferLeaderRequest { target_id: id })
+                        .await
+                })
+                .await?
+                .into_inner();
+            match cfg.output {
+                OutputFormat::Json => print_json(&json::transfer_leader_response(&response)),
+                OutputFormat::Table => {
+                    let leader = response.leader.unwrap_or_default();
+                    println!(
+                        "leader is now {} at {}",
+                        leader.leader_id, leader.leader_address
+                    );
+                }
+            }
+            Ok(())
+        }
+        ClusterCommand::AddLearner {
+            id,
+            address,
+            client,
+        } => {
+            let (client, cfg) = setup(file, &client)?;
+            let members = client
+                .call(|ch| {
+                    let request = AddMemberRequest {
+                        id,
+                        address: address.clone(),
+                    };
+                    async move { ClusterServiceClient::new(ch).add_member(request).await }
+                })
+                .await?
+                .into_inner()
+                .members;
+            print_members(&members, cfg.output);
+            Ok(())
+        }
+        ClusterCommand::Promote { id, client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let members = client
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .promote_member(PromoteMemberRequest { id })
+                        .await
+                })
+                .await?
+                .into_inner()
+                .members;
+            print_members(&members, cfg.output);
+            Ok(())
+        }
+        ClusterCommand::Remove { id, client } => {
+            let (client, cfg) = setup(file, &client)?;
+            let members = client
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .remove_member(RemoveMemberRequest { id })
+                        .await
+                })
+                .await?
+                .into_inner()
+                .members;
+            print_members(&members, cfg.output);
+            Ok(())
+        }
+    }
+}
+
+fn print_members(members: &[crate::proto::Member], output: OutputFormat) {
+    match output {
+        OutputFormat::Json => print_json(&json::members_response(members)),
+        OutputFormat::Table => print!("{}", member_table(members, 0).render()),
+    }
+}
+
+fn member_table(members: &[crate::proto::Member], leader_id: u64) -> Table {
+    let mut table = Table::new(["ID", "ADDRESS", "ROLE", "SUFFRAGE", "MATCH_INDEX"]);
+    for m in members {
+        let role = match json::member_role(m.role) {
+            Value::String(s) if s == "UNSPECIFIED" && m.id == leader_id => "LEADER".to_owned(),
+            Value::String(s) if s == "UNSPECIFIED" => "?".to_owned(),
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let suffrage = match json::suffrage(m.suffrage) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        table.row([
+            m.id.to_string(),
+            m.address.clone(),
+            role,
+            suffrage,
+            m.match_index.to_string(),
+        ]);
+    }
+    table
+}
+
+/// `cluster status` as text: a summary, the members and any alerts.
+pub fn render_cluster_status(s: &GetClusterStatusResponse) -> String {
+    let mut out = format!(
+        "cluster {:?}: leader {} ({}), term {}, answered by {} (commit index {}, applied index {})\n",
+        s.cluster_name,
+        if s.leader_id == 0 {
+            "unknown".to_owned()
+        } else {
+            s.leader_id.to_string()
+        },
+        if s.leader_address.is_empty() {
+            "-"
+        } else {
+            &s.leader_address
+        },
+        s.term,
+        s.self_id,
+        s.commit_index,
+        s.applied_index,
+    );
+    out.push_str(&member_table(&s.members, s.leader_id).render());
+    if !s.task_counts.is_empty() {
+        let counts: Vec<String> = s
+            .task_counts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("tasks: {}\n", counts.join(" ")));
+    }
+    for a in &s.alerts {
+        out.push_str(&format!(
+            "ALERT {} since {}: {}\n",
+            a.code,
+            unix_ms(a.since),
+            a.message
+        ));
+    }
+    out
+}

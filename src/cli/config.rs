@@ -1,0 +1,526 @@
+//! Layered configuration (figment): built-in defaults < TOML file < `MLCP_*` environment <
+//! command-line flags, resolved into the contract structs [`ServerOptions`] and
+//! [`AgentOptions`] and the client settings [`ClientConfig`].
+//!
+//! The file has one table per role (`[server]`, `[agent]`, `[client]`); the environment uses
+//! one prefix per role (`MLCP_SERVER_`, `MLCP_AGENT_`, `MLCP_CLIENT_`) followed by the key in
+//! upper case, e.g. `MLCP_SERVER_NODE_ID=2`. Lists (`peers`, `servers`, `labels`) may be
+//! written as one comma-separated string everywhere, or as TOML arrays/tables in the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
+use crate::agent::AgentOptions;
+use crate::gateway::ServerOptions;
+
+/// Config file read when `--config` is not given, if it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "mlcp.toml";
+/// gRPC address of a controller when nothing else is configured.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+/// HTTP address of a controller when nothing else is configured.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Longest long-poll a server grants (issue 3 §1), in milliseconds.
+pub const POLL_TIMEOUT_MS_MAX: u64 = 30_000;
+
+/// Why the configuration could not be resolved; each variant names the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config FILE` named a file that does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// The file or environment had a value of the wrong type (figment names key and source).
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    /// An address key did not parse as `HOST:PORT` with a numeric IP.
+    #[error("{key}: {value:?} is not an IP:PORT socket address")]
+    BadAddress {
+        /// Config key, e.g. `server.listen`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// One entry of `server.peers` was not `ID=HOST:PORT` with a positive integer id.
+    #[error("server.peers: entry {entry:?} is not ID=HOST:PORT with a positive integer ID")]
+    BadPeer {
+        /// The offending entry.
+        entry: String,
+    },
+    /// Two entries of `server.peers` used the same id.
+    #[error("server.peers: id {0} appears twice")]
+    DuplicatePeer(u64),
+    /// `server.peers` lists other members but not this node.
+    #[error("server.peers does not list this node's id {0}")]
+    SelfNotInPeers(u64),
+    /// A key that must be positive was 0.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+    /// A label was not `KEY=VALUE` with a non-empty key.
+    #[error("label {0:?} is not KEY=VALUE")]
+    BadLabel(String),
+    /// A list that must not be empty was empty.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// The long-poll wait exceeded the server's cap.
+    #[error("agent.poll_timeout_ms {0} is over the maximum of {max}", max = POLL_TIMEOUT_MS_MAX)]
+    PollTooLong(u64),
+}
+
+/// A list written either as `"a,b,c"` or as a TOML array.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum ListValue {
+    Text(String),
+    Items(Vec<String>),
+}
+
+impl ListValue {
+    fn items(&self) -> Vec<String> {
+        match self {
+            ListValue::Text(text) => split_list(text),
+            ListValue::Items(items) => items.iter().map(|s| s.trim().to_owned()).collect(),
+        }
+    }
+}
+
+/// A map written either as `"k=v,k2=v2"` or as a TOML table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum MapValue {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+impl MapValue {
+    fn entries(&self) -> Vec<String> {
+        match self {
+            MapValue::Text(text) => split_list(text),
+            MapValue::Table(table) => table.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A string that the environment may have typed as a number (`MLCP_AGENT_NODE_ID=7`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum Lenient {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+impl Lenient {
+    fn into_string(self) -> String {
+        match self {
+            Lenient::Text(s) => s,
+            Lenient::Int(i) => i.to_string(),
+            Lenient::Float(f) => f.to_string(),
+        }
+    }
+}
+
+/// The `[server]` table.
+#[derive(Debug, Deserialize, Serialize)]
+struct ServerFile {
+    node_id: u64,
+    listen: Lenient,
+    peers: Option<MapValue>,
+    data_dir: PathBuf,
+    http_listen: Lenient,
+    cluster_name: Lenient,
+    tick_ms: u64,
+    node_stale_after_ms: u64,
+    snapshot_every_entries: u64,
+}
+
+impl Default for ServerFile {
+    /// The controller's embedded defaults ([`ServerOptions::default`]).
+    fn default() -> Self {
+        let d = ServerOptions::default();
+        ServerFile {
+            node_id: d.node_id,
+            listen: Lenient::Text(d.listen.to_string()),
+            peers: None,
+            data_dir: d.data_dir,
+            http_listen: Lenient::Text(
+                d.http_listen
+                    .map_or_else(|| "off".into(), |a| a.to_string()),
+            ),
+            cluster_name: Lenient::Text(d.cluster_name),
+            tick_ms: duration_ms(d.tick),
+            node_stale_after_ms: duration_ms(d.node_stale_after),
+            snapshot_every_entries: d.snapshot_every_entries,
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `[agent]` table.
+#[derive(Debug, Deserialize, Serialize)]
+struct AgentFile {
+    node_id: Option<Lenient>,
+    servers: ListValue,
+    address: Option<Lenient>,
+    cloud_provider: Lenient,
+    region: Lenient,
+    slots: u32,
+    labels: Option<MapValue>,
+    poll_timeout_ms: u64,
+    shutdown_grace_ms: u64,
+}
+
+impl Default for AgentFile {
+    /// The agent's defaults ([`AgentOptions::default`]) except the node id, which defaults
+    /// to the host name.
+    fn default() -> Self {
+        let d = AgentOptions::default();
+        AgentFile {
+            node_id: None,
+            servers: ListValue::Items(d.servers),
+            address: None,
+            cloud_provider: Lenient::Text(d.cloud_provider),
+            region: Lenient::Text(d.region),
+            slots: d.slots,
+            labels: None,
+            poll_timeout_ms: duration_ms(d.poll_timeout),
+            shutdown_grace_ms: duration_ms(d.shutdown_grace),
+        }
+    }
+}
+
+/// The `[client]` table.
+#[derive(Debug, Deserialize, Serialize)]
+struct ClientFile {
+    servers: ListValue,
+    output: OutputFormat,
+    timeout_ms: u64,
+}
+
+impl Default for ClientFile {
+    fn default() -> Self {
+        ClientFile {
+            servers: ListValue::Text(DEFAULT_GRPC_ADDR.into()),
+            output: OutputFormat::Table,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Resolved settings of a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Controller addresses as given (`host:port` or `http://host:port`), in the order tried.
+    pub servers: Vec<String>,
+    /// How to print answers.
+    pub output: OutputFormat,
+    /// Per-request timeout (also the connect timeout per address).
+    pub timeout: Duration,
+}
+
+/// The config file layer: `explicit` (from `--config`) must exist; otherwise
+/// [`DEFAULT_CONFIG_FILE`] is used when present in the working directory.
+fn file_layer(explicit: Option<&Path>) -> Result<Figment, ConfigError> {
+    let path = match explicit {
+        Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.to_owned())),
+        Some(path) => Some(path.to_owned()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+    };
+    Ok(match path {
+        Some(path) => Figment::new().merge(Toml::file_exact(path)),
+        None => Figment::new(),
+    })
+}
+
+/// Defaults < file `[section]` < `MLCP_<SECTION>_*` < flags, extracted as `T`.
+fn layered<T: for<'de> Deserialize<'de>>(
+    section: &'static str,
+    defaults: impl Serialize,
+    file: Option<&Path>,
+    flags: impl Serialize,
+) -> Result<T, ConfigError> {
+    let prefix = format!("MLCP_{}_", section.to_ascii_uppercase());
+    let figment = Figment::new()
+        .merge(Serialized::default(section, defaults))
+        .merge(file_layer(file)?)
+        .merge(Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into()))
+        .merge(Serialized::default(section, flags));
+    figment
+        .extract_inner::<T>(section)
+        .map_err(|e| ConfigError::Figment(Box::new(e)))
+}
+
+fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::BadAddress {
+        key,
+        value: value.to_owned(),
+    })
+}
+
+/// Parses `ID=HOST:PORT` entries into the voter map of [`ServerOptions::peers`].
+pub fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for entry in entries {
+        let bad = || ConfigError::BadPeer {
+            entry: entry.clone(),
+        };
+        let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let addr = addr.trim();
+        if id == 0 || addr.is_empty() {
+            return Err(bad());
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(ConfigError::DuplicatePeer(id));
+        }
+    }
+    Ok(peers)
+}
+
+/// Parses `KEY=VALUE` labels; later entries win.
+pub fn parse_labels(entries: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut labels = BTreeMap::new();
+    for entry in entries {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                labels.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            _ => return Err(ConfigError::BadLabel(entry.clone())),
+        }
+    }
+    Ok(labels)
+}
+
+/// Resolves `mlcp server`'s options.
+pub fn server_options(
+    file: Option<&Path>,
+    flags: &ServerArgs,
+) -> Result<ServerOptions, ConfigError> {
+    let raw: ServerFile = layered("server", ServerFile::default(), file, flags)?;
+    if raw.node_id == 0 {
+        return Err(ConfigError::Zero("server.node_id"));
+    }
+    if raw.tick_ms == 0 {
+        return Err(ConfigError::Zero("server.tick_ms"));
+    }
+    if raw.snapshot_every_entries == 0 {
+        return Err(ConfigError::Zero("server.snapshot_every_entries"));
+    }
+    let listen = socket_addr("server.listen", &raw.listen.into_string())?;
+    let peers = parse_peers(&raw.peers.map(|p| p.entries()).unwrap_or_default())?;
+    if !peers.is_empty() && !peers.contains_key(&raw.node_id) {
+        return Err(ConfigError::SelfNotInPeers(raw.node_id));
+    }
+    let http = raw.http_listen.into_string();
+    let http_listen = match http.trim() {
+        "" | "off" | "none" => None,
+        other => Some(socket_addr("server.http_listen", other)?),
+    };
+    Ok(ServerOptions {
+        node_id: raw.node_id,
+        listen,
+        peers,
+        data_dir: raw.data_dir,
+        http_listen,
+        cluster_name: raw.cluster_name.into_string(),
+        tick: Duration::from_millis(raw.tick_ms),
+        node_stale_after: Duration::from_millis(raw.node_stale_after_ms),
+        snapshot_every_entries: raw.snapshot_every_entries,
+    })
+}
+
+/// Resolves `mlcp agent`'s options; `--label` flags are added to the configured labels.
+pub fn agent_options(file: Option<&Path>, flags: &AgentArgs) -> Result<AgentOptions, ConfigError> {
+    let raw: AgentFile = layered("agent", AgentFile::default(), file, flags)?;
+    let node_id = match raw.node_id.map(Lenient::into_string) {
+        Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
+        _ => sysinfo::System::host_name().unwrap_or_else(|| "agent".into()),
+    };
+    let servers = raw.servers.items();
+    if servers.is_empty() {
+        return Err(ConfigError::Empty("agent.servers"));
+    }
+    if raw.slots == 0 {
+        return Err(ConfigError::Zero("agent.slots"));
+    }
+    if raw.poll_timeout_ms > POLL_TIMEOUT_MS_MAX {
+        return Err(ConfigError::PollTooLong(raw.poll_timeout_ms));
+    }
+    let mut labels = parse_labels(&raw.labels.map(|l| l.entries()).unwrap_or_default())?;
+    labels.extend(parse_labels(&flags.labels)?);
+    Ok(AgentOptions {
+        address: raw
+            .address
+            .map(Lenient::into_string)
+            .unwrap_or_else(|| node_id.clone()),
+        node_id,
+        servers,
+        cloud_provider: raw.cloud_provider.into_string(),
+        region: raw.region.into_string(),
+        slots: raw.slots,
+        labels,
+        poll_timeout: Duration::from_millis(raw.poll_timeout_ms),
+        shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms),
+    })
+}
+
+/// Resolves a client command's settings.
+pub fn client_config(file: Option<&Path>, flags: &ClientArgs) -> Result<ClientConfig, ConfigError> {
+    let raw: ClientFile = layered("client", ClientFile::default(), file, flags)?;
+    let servers = raw.servers.items();
+    if servers.is_empty() {
+        return Err(ConfigError::Empty("client.servers"));
+    }
+    if raw.timeout_ms == 0 {
+        return Err(ConfigError::Zero("client.timeout_ms"));
+    }
+    Ok(ClientConfig {
+        servers,
+        output: raw.output,
+        timeout: Duration::from_millis(raw.timeout_ms),
+    })
+}
+
+#[cfg(test)]
+// `Jail::expect_with` fixes the closure's error type to figment's (large) error.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn jail_err(e: ConfigError) -> figment::Error {
+        figment::Error::from(e.to_string())
+    }
+
+    #[test]
+    fn no_flags_is_a_single_member_cluster_on_the_default_port() {
+        Jail::expect_with(|_jail| {
+            let opts = server_options(None, &ServerArgs::default()).map_err(jail_err)?;
+            assert_eq!(opts.node_id, 1);
+            assert_eq!(opts.listen, DEFAULT_GRPC_ADDR.parse().unwrap());
+            assert!(opts.peers.is_empty());
+            assert_eq!(opts.data_dir, PathBuf::from("./mlcp-data"));
+            assert_eq!(opts.http_listen, Some(DEFAULT_HTTP_ADDR.parse().unwrap()));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn flags_beat_environment_which_beats_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "mlcp.toml",
+                r#"
+                [server]
+                node_id = 3
+                listen = "127.0.0.1:7003"
+                peers = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
+                cluster_name = "from-file"
+                [agent.labels]
+                gpu = "a100"
+                "#,
+            )?;
+            jail.set_env("MLCP_SERVER_CLUSTER_NAME", "from-env");
+            jail.set_env("MLCP_SERVER_LISTEN", "127.0.0.1:7300");
+            let flags = ServerArgs {
+                listen: Some("127.0.0.1:9999".into()),
+                ..ServerArgs::default()
+            };
+            let opts = server_options(None, &flags).map_err(jail_err)?;
+            assert_eq!(opts.node_id, 3, "file value kept");
+            assert_eq!(opts.cluster_name, "from-env", "env beats file");
+            assert_eq!(
+                opts.listen,
+                "127.0.0.1:9999".parse().unwrap(),
+                "flag beats env"
+            );
+            assert_eq!(opts.peers.len(), 3);
+            assert_eq!(opts.peers[&2], "127.0.0.1:7002");
+
+            jail.set_env("MLCP_AGENT_NODE_ID", "7");
+            let agent_flags = AgentArgs {
+                labels: vec!["pool=train".into()],
+                ..AgentArgs::default()
+            };
+            let agent = agent_options(None, &agent_flags).map_err(jail_err)?;
+            assert_eq!(
+                agent.node_id, "7",
+                "a numeric env value is still a string id"
+            );
+            assert_eq!(agent.labels.get("gpu").map(String::as_str), Some("a100"));
+            assert_eq!(agent.labels.get("pool").map(String::as_str), Some("train"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            let flags = ServerArgs {
+                peers: Some("1=a:1,x=b:2".into()),
+                ..ServerArgs::default()
+            };
+            let err = server_options(None, &flags).unwrap_err().to_string();
+            assert!(
+                err.contains("server.peers") && err.contains("x=b:2"),
+                "{err}"
+            );
+
+            let flags = ServerArgs {
+                node_id: Some(4),
+                peers: Some("1=a:1,2=b:2".into()),
+                ..ServerArgs::default()
+            };
+            let err = server_options(None, &flags).unwrap_err().to_string();
+            assert!(err.contains("id 4"), "{err}");
+
+            jail.set_env("MLCP_SERVER_LISTEN", "not-an-address");
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.listen"), "{err}");
+
+            let err = server_options(Some(Path::new("missing.toml")), &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_servers_accept_a_string_or_an_array() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "mlcp.toml",
+                "[client]\nservers = [\"a:1\", \"b:2\"]\noutput = \"json\"\n",
+            )?;
+            let cfg = client_config(None, &ClientArgs::default()).map_err(jail_err)?;
+            assert_eq!(cfg.servers, vec!["a:1", "b:2"]);
+            assert_eq!(cfg.output, OutputFormat::Json);
+            let flags = ClientArgs {
+                servers: Some("c:3, d:4".into()),
+                ..ClientArgs::default()
+            };
+            let cfg = client_config(None, &flags).map_err(jail_err)?;
+            assert_eq!(cfg.servers, vec!["c:3", "d:4"]);
+            Ok(())
+        });
+    }
+}

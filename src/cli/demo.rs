@@ -1,0 +1,399 @@
+//! `mlcp demo`: the whole product in one command.
+//!
+//! Starts 3 controllers and `--agents` agents as child processes of this same binary on free
+//! loopback ports in a temp dir ([`LocalCluster`]), submits `--tasks` matrix multiplications of
+//! mixed sizes (256–1024, f32 and f64), prints progress while they run, SIGKILLs the leader once
+//! a third have completed, shows a survivor taking over, waits for every task (with a
+//! deadline), verifies each result (Freivalds-style, [`verify_matmul`]) and that it completed
+//! exactly once, prints a result table and the cluster status, and cleans up. The cluster guard
+//! kills every child and removes the temp dir on every way out: success, error, Ctrl-C
+//! (SIGINT/SIGTERM) and panic.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::args::DemoArgs;
+use super::client::Client;
+use super::commands::{self, render_cluster_status};
+use super::error::CliError;
+use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::signals;
+use super::table::Table;
+use crate::agent::verify_matmul;
+use crate::proto::task_service_client::TaskServiceClient;
+use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
+
+/// Matrix orders the demo cycles through (mixed sizes, 256–1024).
+const SIZES: [u64; 6] = [256, 384, 512, 640, 768, 1024];
+/// How often progress is polled.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
+/// How long the cluster may take to elect a leader / see agents / elect a new leader.
+const STARTUP_WITHIN: Duration = Duration::from_secs(30);
+
+/// Runs the demo; Ctrl-C (or SIGTERM) stops it and still cleans up.
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    if args.tasks < 3 {
+        return Err(CliError::Usage("--tasks must be at least 3".into()));
+    }
+    if args.agents == 0 {
+        return Err(CliError::Usage("--agents must be at least 1".into()));
+    }
+    let binary = std::env::current_exe().map_err(CliError::io("finding the mlcp executable"))?;
+    let mut cluster = LocalCluster::new(binary, ClusterSpec::default())
+        .map_err(CliError::io("creating the demo's temp dir"))?;
+    println!("mlcp demo: working in {}", cluster.dir().display());
+    let outcome = tokio::select! {
+        outcome = drive(&mut cluster, &args) => outcome,
+        signal = signals::wait_for_signal() => {
+            Err(CliError::Failed(format!("interrupted by {signal}; stopping every child process")))
+        }
+    };
+    if outcome.is_err() {
+        print_log_tails(&cluster);
+    }
+    cluster.kill_all();
+    if args.keep_dir {
+        cluster.keep_dir();
+        println!("kept {} (data dirs and logs/)", cluster.dir().display());
+    }
+    drop(cluster);
+    outcome
+}
+
+fn print_log_tails(cluster: &LocalCluster) {
+    for c in &cluster.controllers {
+        eprintln!("--- last lines of {}", c.log.display());
+        eprintln!("{}", LocalCluster::log_tail(&c.log, 8));
+    }
+    for a in &cluster.agents {
+        eprintln!("--- last lines of {}", a.log.display());
+        eprintln!("{}", LocalCluster::log_tail(&a.log, 8));
+    }
+}
+
+/// The `task_data` of demo task `i` (sizes and dtypes mixed, seed = i).
+pub fn demo_task_data(i: usize) -> Value {
+    let n = SIZES[i % SIZES.len()];
+    let dtype = if (i / SIZES.len()).is_multiple_of(2) {
+        "f32"
+    } else {
+        "f64"
+    };
+    json!({ "n": n, "dtype": dtype, "iterations": 1, "seed": i as u64 + 1 })
+}
+
+fn failed(what: impl std::fmt::Display) -> CliError {
+    CliError::Failed(what.to_string())
+}
+
+async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliError> {
+    let started = Instant::now();
+    let stamp = move || format!("[{:>6.1}s]", started.elapsed().as_secs_f64());
+
+    cluster
+        .start_controllers()
+        .map_err(CliError::io("starting controllers"))?;
+    println!(
+        "{} started 3 controllers: {}",
+        stamp(),
+        cluster.peers_flag()
+    );
+    let all = [0, 1, 2];
+    let leader = cluster
+        .wait_for_leader(&all, STARTUP_WITHIN)
+        .await
+        .map_err(failed)?;
+    println!(
+        "{} controller {} is the leader (term {})",
+        stamp(),
+        leader.status.self_id,
+        leader.status.term
+    );
+
+    for i in 1..=args.agents {
+        cluster
+            .start_agent(&format!("agent-{i}"), 1)
+            .map_err(CliError::io("starting an agent"))?;
+    }
+    let client = cluster.client(Duration::from_secs(5));
+    wait_for_agents(&client, args.agents).await?;
+    println!("{} {} agents registered and healthy", stamp(), args.agents);
+
+    let mut ids = Vec::with_capacity(args.tasks);
+    for i in 0..args.tasks {
+        ids.push(submit(&client, i).await?);
+    }
+    println!(
+        "{} submitted {} matmul tasks (n = 256…1024, f32 and f64)",
+        stamp(),
+        args.tasks
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    let mut survivors: Vec<usize> = all.to_vec();
+    let mut killed = false;
+    let mut last_line = String::new();
+    loop {
+        let client = cluster.client_for(&survivors, Duration::from_secs(5));
+        let listed = commands::list_tasks(&client, None, None).await;
+        let tasks = match listed {
+            Ok(list) => list.tasks,
+            Err(e) => {
+                println!("{} (progress poll failed: {e}; retrying)", stamp());
+                Vec::new()
+            }
+        };
+        let counts = count_by_status(&tasks);
+        let completed = counts.get("COMPLETED").copied().unwrap_or(0);
+        let terminal = tasks
+            .iter()
+            .filter(|t| commands::is_terminal(t.status))
+            .count();
+        let line = progress_line(&counts, args.tasks);
+        if line != last_line && !tasks.is_empty() {
+            println!("{} {line}", stamp());
+            last_line = line;
+        }
+        if !killed && completed * 3 >= args.tasks {
+            survivors = kill_leader(cluster, &survivors, &stamp).await?;
+            killed = true;
+        }
+        if tasks.len() >= args.tasks && terminal == tasks.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "deadline of {}s passed with {terminal} of {} tasks finished",
+                args.deadline_secs, args.tasks
+            )));
+        }
+        tokio::time::sleep(PROGRESS_INTERVAL).await;
+    }
+
+    let client = cluster.client_for(&survivors, Duration::from_secs(5));
+    let mut rows = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let task = commands::get_task(&client, id, true).await?;
+        rows.push(DemoRow::of(i, &task));
+    }
+    print!("\n{}", result_table(&rows).render());
+    let status = commands::cluster_status(&client).await?;
+    println!("\n{}", render_cluster_status(&status));
+
+    let good = rows.iter().filter(|r| r.verified.is_ok()).count();
+    for row in rows.iter().filter(|r| r.verified.is_err()) {
+        println!(
+            "task {} NOT verified: {}",
+            row.task_id,
+            row.verified.as_ref().unwrap_err()
+        );
+    }
+    println!(
+        "{} {good}/{} tasks completed exactly once and verified; elapsed {:.1}s",
+        stamp(),
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if good == rows.len() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{} task(s) failed verification",
+            rows.len() - good
+        )))
+    }
+}
+
+async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError> {
+    poll_until(
+        "every agent to register",
+        STARTUP_WITHIN,
+        Duration::from_millis(100),
+        || async {
+            let nodes = commands::list_nodes(client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let healthy = nodes
+                .iter()
+                .filter(|n| n.status == NodeStatus::Healthy as i32)
+                .count();
+            if healthy >= agents {
+                Ok(Some(()))
+            } else {
+                Err(format!("{healthy} of {agents} agents healthy"))
+            }
+        },
+    )
+    .await
+    .map_err(failed)
+}
+
+async fn submit(client: &Client, i: usize) -> Result<String, CliError> {
+    let request = SubmitTaskRequest {
+        task_type: "matmul".into(),
+        task_data: demo_task_data(i).to_string(),
+        max_attempts: 5,
+        // Same key on a retry after a failover: the first submission is returned.
+        idempotency_key: format!("demo-{i}"),
+        ..SubmitTaskRequest::default()
+    };
+    let response = client
+        .call(|ch| {
+            let request = request.clone();
+            async move { TaskServiceClient::new(ch).submit_task(request).await }
+        })
+        .await?
+        .into_inner();
+    response
+        .task
+        .map(|t| t.task_id)
+        .ok_or_else(|| failed("SubmitTask answered without a task"))
+}
+
+/// SIGKILLs the current leader among `survivors`, waits for a new one, and returns the new
+/// survivor list.
+async fn kill_leader(
+    cluster: &mut LocalCluster,
+    survivors: &[usize],
+    stamp: &impl Fn() -> String,
+) -> Result<Vec<usize>, CliError> {
+    let old = cluster
+        .wait_for_leader(survivors, STARTUP_WITHIN)
+        .await
+        .map_err(failed)?;
+    let old_id = old.status.self_id;
+    cluster.kill_controller(old.pos);
+    let killed_at = Instant::now();
+    println!(
+        "{} a third of the tasks are done: SIGKILL controller {old_id} (the leader, term {})",
+        stamp(),
+        old.status.term
+    );
+    let rest: Vec<usize> = survivors
+        .iter()
+        .copied()
+        .filter(|&p| p != old.pos)
+        .collect();
+    let new = cluster
+        .wait_for_leader(&rest, STARTUP_WITHIN)
+        .await
+        .map_err(failed)?;
+    println!(
+        "{} controller {} took over as leader in term {} ({:.2}s after the kill; commit index {})",
+        stamp(),
+        new.status.self_id,
+        new.status.term,
+        killed_at.elapsed().as_secs_f64(),
+        new.status.commit_index
+    );
+    Ok(rest)
+}
+
+fn count_by_status(tasks: &[Task]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        let name = match super::json::task_status(t.status) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn progress_line(counts: &BTreeMap<String, usize>, total: usize) -> String {
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    format!(
+        "completed {:>3}/{total}  running {:>2}  assigned {:>2}  pending {:>3}  failed {}",
+        get("COMPLETED"),
+        get("RUNNING"),
+        get("ASSIGNED"),
+        get("PENDING"),
+        get("FAILED") + get("CANCELLED"),
+    )
+}
+
+/// One line of the final table.
+struct DemoRow {
+    index: usize,
+    task_id: String,
+    node: String,
+    attempt: u32,
+    n: String,
+    dtype: String,
+    seconds: Option<f64>,
+    gflops: Option<f64>,
+    verified: Result<(), String>,
+}
+
+impl DemoRow {
+    fn of(index: usize, task: &Task) -> DemoRow {
+        let input: Value = serde_json::from_str(&task.task_data).unwrap_or(Value::Null);
+        let result: Value = serde_json::from_str(&task.result_data).unwrap_or(Value::Null);
+        DemoRow {
+            index,
+            task_id: task.task_id.clone(),
+            node: task.assigned_node_id.clone(),
+            attempt: task.attempt,
+            n: input.get("n").map_or_else(|| "?".into(), Value::to_string),
+            dtype: input
+                .get("dtype")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned(),
+            seconds: result.get("seconds").and_then(Value::as_f64),
+            gflops: result.get("gflops").and_then(Value::as_f64),
+            verified: verify_task(task, &input, &result),
+        }
+    }
+}
+
+/// COMPLETED, completed by exactly one attempt, and the result checks out against inputs
+/// regenerated from the task's seed.
+pub fn verify_task(task: &Task, input: &Value, result: &Value) -> Result<(), String> {
+    if task.status != TaskStatus::Completed as i32 {
+        return Err(format!(
+            "status {} ({})",
+            super::json::task_status(task.status),
+            task.error
+        ));
+    }
+    let completions = task
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == TaskStatus::Completed as i32)
+        .count();
+    if completions != 1 {
+        return Err(format!(
+            "{completions} attempts completed (expected exactly 1)"
+        ));
+    }
+    verify_matmul(input, result).map_err(|e| e.to_string())
+}
+
+fn result_table(rows: &[DemoRow]) -> Table {
+    let mut table = Table::new([
+        "#", "TASK", "NODE", "ATTEMPT", "N", "DTYPE", "SECONDS", "GFLOP/S", "VERIFIED",
+    ]);
+    for r in rows {
+        table.row([
+            (r.index + 1).to_string(),
+            r.task_id.clone(),
+            r.node.clone(),
+            r.attempt.to_string(),
+            r.n.clone(),
+            r.dtype.clone(),
+            r.seconds.map_or_else(|| "-".into(), |s| format!("{s:.3}")),
+            r.gflops.map_or_else(|| "-".into(), |g| format!("{g:.2}")),
+            if r.verified.is_ok() {
+                "yes".into()
+            } else {
+                "NO".into()
+            },
+        ]);
+    }
+    table
+}

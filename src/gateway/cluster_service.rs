@@ -1,0 +1,372 @@
+//! `mlcp.v1.ClusterService`: status, nodes, leadership transfer, membership, snapshots and
+//! node drain. Status and snapshots answer for the receiving controller; changes run on the
+//! leader (followers forward).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::actors::heartbeat_monitor::GetMonitorReport;
+use crate::actors::manifest::{GetNode, GetStatus, ListNodes};
+use crate::actors::raft::{
+    ChangeMembership, GetRaftStatus, MemberChange, SnapshotFailure, TransferLeader, TriggerSnapshot,
+};
+use crate::gateway::context::Ctx;
+use crate::gateway::convert::{parse_node_status_filter, validate_node_id};
+use crate::gateway::forward::Route;
+use crate::manifest::command::{Kind, SetNodeStatus};
+use crate::proto::cluster_service_client::ClusterServiceClient;
+use crate::proto::cluster_service_server::ClusterService;
+use crate::proto::{
+    AddMemberRequest, AddMemberResponse, DrainNodeRequest, DrainNodeResponse,
+    GetClusterStatusRequest, GetClusterStatusResponse, LeaderHint, ListNodesRequest,
+    ListNodesResponse, Member, MemberRole, Node, NodeStatus, PromoteMemberRequest,
+    PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse, Suffrage,
+    TakeSnapshotRequest, TakeSnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+};
+use crate::raft::{Membership, NodeId, Role};
+
+/// Longest drain wait, in ms.
+pub const DRAIN_DEADLINE_MS_MAX: u64 = 3_600_000;
+
+/// The ClusterService implementation.
+#[derive(Clone)]
+pub struct ClusterSvc {
+    ctx: Ctx,
+}
+
+impl ClusterSvc {
+    /// A service over `ctx`.
+    pub fn new(ctx: Ctx) -> Self {
+        ClusterSvc { ctx }
+    }
+}
+
+fn role_of(r: Role) -> MemberRole {
+    match r {
+        Role::Follower => MemberRole::Follower,
+        Role::PreCandidate => MemberRole::PreCandidate,
+        Role::Candidate => MemberRole::Candidate,
+        Role::Leader => MemberRole::Leader,
+    }
+}
+
+fn members_of(
+    membership: &Membership,
+    addresses: &BTreeMap<NodeId, String>,
+    self_id: NodeId,
+    self_role: Role,
+    leader: Option<NodeId>,
+    peers: &BTreeMap<NodeId, crate::raft::PeerStatus>,
+) -> Vec<Member> {
+    membership
+        .members()
+        .map(|id| {
+            let role = if id == self_id {
+                role_of(self_role)
+            } else if Some(id) == leader {
+                MemberRole::Leader
+            } else if self_role == Role::Leader && membership.voters.contains(&id) {
+                MemberRole::Follower
+            } else {
+                MemberRole::Unspecified
+            };
+            let suffrage = if membership.voters.contains(&id) {
+                Suffrage::Voter
+            } else {
+                Suffrage::Learner
+            };
+            Member {
+                id: id.get(),
+                address: addresses.get(&id).cloned().unwrap_or_default(),
+                role: role as i32,
+                suffrage: suffrage as i32,
+                match_index: peers.get(&id).map(|p| p.match_index.get()).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// The status of this controller as `GetClusterStatus` and the HTTP `/status` page show it.
+pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Status> {
+    let raft = ctx
+        .raft
+        .send(GetRaftStatus)
+        .await
+        .map_err(|e| ctx.mailbox_status(e))?;
+    let manifest = ctx
+        .manifest
+        .send(GetStatus)
+        .await
+        .map_err(|e| ctx.mailbox_status(e))?;
+    let monitor = ctx
+        .monitor
+        .send(GetMonitorReport::default())
+        .await
+        .map_err(|e| ctx.mailbox_status(e))?;
+    let st = &raft.status;
+    let mut addresses = raft.addresses.clone();
+    if let Some(a) = ctx.router.address_of(st.id) {
+        addresses.entry(st.id).or_insert(a);
+    }
+    Ok(GetClusterStatusResponse {
+        self_id: st.id.get(),
+        members: members_of(
+            &st.membership,
+            &addresses,
+            st.id,
+            st.soft.role,
+            st.soft.leader,
+            &st.peers,
+        ),
+        leader_id: st.soft.leader.map(|l| l.get()).unwrap_or(0),
+        leader_address: raft.leader_address.clone().unwrap_or_default(),
+        term: st.soft.term.get(),
+        commit_index: st.hard.commit.get(),
+        applied_index: manifest.applied.get(),
+        alerts: monitor.alerts,
+        cluster_name: ctx.cluster_name.clone(),
+        heartbeat_interval_ms: monitor.heartbeat_interval_ms,
+        task_counts: manifest.task_counts,
+    })
+}
+
+/// Nodes with the leader's live figures merged in (usage and last heartbeat stay off the
+/// log; only the leader has them).
+async fn nodes_with_usage(ctx: &Ctx, status: Option<NodeStatus>) -> Result<Vec<Node>, Status> {
+    let mut nodes = ctx
+        .manifest
+        .send(ListNodes { status })
+        .await
+        .map_err(|e| ctx.mailbox_status(e))?;
+    let node_ids = nodes.iter().map(|n| n.node_id.clone()).collect();
+    let report = ctx
+        .monitor
+        .send(GetMonitorReport { node_ids })
+        .await
+        .map_err(|e| ctx.mailbox_status(e))?;
+    for n in &mut nodes {
+        if let Some(u) = report.usage.get(&n.node_id) {
+            n.cpu_usage = u.cpu_usage;
+            n.memory_usage = u.memory_usage;
+            n.last_heartbeat = u.last_heartbeat_ms;
+            n.agent_time = u.agent_time_ms;
+        }
+    }
+    Ok(nodes)
+}
+
+fn snapshot_status(e: SnapshotFailure) -> Status {
+    match e {
+        SnapshotFailure::Shutdown => Status::unavailable("controller is shutting down"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn member_id(field: &str, id: u64) -> Result<NodeId, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument(format!(
+            "{field}: must be a positive Raft id"
+        )));
+    }
+    Ok(NodeId(id))
+}
+
+impl ClusterSvc {
+    async fn change(&self, change: MemberChange) -> Result<Vec<Member>, Status> {
+        let ctx = &self.ctx;
+        ctx.raft
+            .send(ChangeMembership { change })
+            .await
+            .map_err(|e| ctx.mailbox_status(e))?
+            .map_err(|f| ctx.raft_status(&f))?;
+        Ok(cluster_status(ctx).await?.members)
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterSvc {
+    async fn get_cluster_status(
+        &self,
+        _req: Request<GetClusterStatusRequest>,
+    ) -> Result<Response<GetClusterStatusResponse>, Status> {
+        Ok(Response::new(cluster_status(&self.ctx).await?))
+    }
+
+    async fn list_nodes(
+        &self,
+        mut req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let status = parse_node_status_filter("status", req.get_ref().status)?;
+        // The leader has the live figures; without a reachable leader, show what is committed.
+        if let Ok(Route::Forward(ch)) = self.ctx.router.route(&mut req) {
+            match ClusterServiceClient::new(ch).list_nodes(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding ListNodes failed; answering locally")
+                }
+            }
+        }
+        let nodes = nodes_with_usage(&self.ctx, status).await?;
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        mut req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
+            return ClusterServiceClient::new(ch).transfer_leader(req).await;
+        }
+        let TransferLeaderRequest { target_id } = req.into_inner();
+        let to = (target_id != 0).then_some(NodeId(target_id));
+        let target = self
+            .ctx
+            .raft
+            .send(TransferLeader { to })
+            .await
+            .map_err(|e| self.ctx.mailbox_status(e))?
+            .map_err(|f| self.ctx.raft_status(&f))?;
+        Ok(Response::new(TransferLeaderResponse {
+            leader: Some(LeaderHint {
+                leader_id: target.get(),
+                leader_address: self.ctx.router.address_of(target).unwrap_or_default(),
+            }),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        mut req: Request<AddMemberRequest>,
+    ) -> Result<Response<AddMemberResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
+            return ClusterServiceClient::new(ch).add_member(req).await;
+        }
+        let AddMemberRequest { id, address } = req.into_inner();
+        let id = member_id("id", id)?;
+        if address.trim().is_empty() {
+            return Err(Status::invalid_argument("address: must not be empty"));
+        }
+        let members = self
+            .change(MemberChange::AddLearner {
+                id,
+                address: address.trim().to_string(),
+            })
+            .await?;
+        Ok(Response::new(AddMemberResponse { members }))
+    }
+
+    async fn promote_member(
+        &self,
+        mut req: Request<PromoteMemberRequest>,
+    ) -> Result<Response<PromoteMemberResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
+            return ClusterServiceClient::new(ch).promote_member(req).await;
+        }
+        let PromoteMemberRequest { id } = req.into_inner();
+        let members = self
+            .change(MemberChange::Promote {
+                id: member_id("id", id)?,
+            })
+            .await?;
+        Ok(Response::new(PromoteMemberResponse { members }))
+    }
+
+    async fn remove_member(
+        &self,
+        mut req: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
+            return ClusterServiceClient::new(ch).remove_member(req).await;
+        }
+        let RemoveMemberRequest { id } = req.into_inner();
+        let members = self
+            .change(MemberChange::Remove {
+                id: member_id("id", id)?,
+            })
+            .await?;
+        Ok(Response::new(RemoveMemberResponse { members }))
+    }
+
+    async fn take_snapshot(
+        &self,
+        _req: Request<TakeSnapshotRequest>,
+    ) -> Result<Response<TakeSnapshotResponse>, Status> {
+        let info = self
+            .ctx
+            .raft
+            .send(TriggerSnapshot)
+            .await
+            .map_err(|e| self.ctx.mailbox_status(e))?
+            .map_err(snapshot_status)?;
+        Ok(Response::new(TakeSnapshotResponse {
+            index: info.index.get(),
+            term: info.term.get(),
+            size_bytes: info.size_bytes,
+        }))
+    }
+
+    async fn drain_node(
+        &self,
+        mut req: Request<DrainNodeRequest>,
+    ) -> Result<Response<DrainNodeResponse>, Status> {
+        validate_node_id("node_id", &req.get_ref().node_id)?;
+        let deadline_ms = req.get_ref().deadline_ms.min(DRAIN_DEADLINE_MS_MAX);
+        if !req.metadata().contains_key("grpc-timeout") {
+            req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));
+        }
+        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
+            return ClusterServiceClient::new(ch).drain_node(req).await;
+        }
+        let DrainNodeRequest {
+            node_id,
+            deadline_ms: _,
+            drain,
+        } = req.into_inner();
+        let status = if drain {
+            NodeStatus::Draining
+        } else {
+            NodeStatus::Healthy
+        };
+        self.ctx
+            .proposer
+            .propose(
+                self.ctx.term(),
+                Kind::SetNodeStatus(SetNodeStatus {
+                    node_id: node_id.clone(),
+                    status: status as i32,
+                }),
+            )
+            .await
+            .map_err(|e| self.ctx.propose_status(e))?;
+        let until = Instant::now() + Duration::from_millis(deadline_ms);
+        let mut applied = self.ctx.applied.clone();
+        loop {
+            let node = self
+                .ctx
+                .manifest
+                .send(GetNode {
+                    node_id: node_id.clone(),
+                })
+                .await
+                .map_err(|e| self.ctx.mailbox_status(e))?
+                .ok_or_else(|| Status::not_found(format!("node {node_id:?} not found")))?;
+            let remaining = node.active_tasks;
+            if !drain || remaining == 0 || Instant::now() >= until {
+                return Ok(Response::new(DrainNodeResponse {
+                    node: Some(node),
+                    remaining_tasks: remaining,
+                }));
+            }
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.ctx.shutdown.cancelled() => {
+                    return Err(Status::unavailable("controller is shutting down"));
+                }
+            }
+        }
+    }
+}

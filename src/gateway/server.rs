@@ -1,0 +1,462 @@
+//! The controller process: binds the ports, starts the actix system, the replication shell,
+//! the control actors, the tonic server and the HTTP endpoint, and stops them all when the
+//! shutdown token is cancelled.
+//!
+//! Threads: one controller thread runs an actix system on a multi-threaded tokio runtime.
+//! Actors live on the system's arbiter (a `LocalSet` on that thread); the tonic and axum
+//! servers are spawned onto the runtime's worker threads and reach the actors through their
+//! bounded mailboxes. The log writer has its own thread (see `crate::actors::log_writer`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::{Actor, Supervisor};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+
+use crate::actors::heartbeat_monitor::{HeartbeatMonitorActor, MonitorOptions};
+use crate::actors::manifest::{ManifestActor, SetScheduler};
+use crate::actors::proposer::Proposer;
+use crate::actors::raft::{StartError, StateMachine, StopRaft, SubscribeLeadership};
+use crate::actors::scheduler::{SchedulerActor, SchedulerOptions};
+use crate::actors::transport::PeerChannels;
+use crate::gateway::ServerOptions;
+use crate::gateway::cluster_service::{ClusterSvc, cluster_status};
+use crate::gateway::context::Ctx;
+use crate::gateway::forward::{AddressBook, LeaderView, LeadershipWatcher, Router};
+use crate::gateway::node_service::NodeSvc;
+use crate::gateway::raft_service::start_replication;
+use crate::gateway::task_service::TaskSvc;
+use crate::proto::cluster_service_server::ClusterServiceServer;
+use crate::proto::node_service_server::NodeServiceServer;
+use crate::proto::task_service_server::TaskServiceServer;
+use crate::proto::{MemberRole, Suffrage};
+use crate::raft::{LogIndex, NodeId};
+
+/// Largest client or agent message a controller decodes, in bytes (larger ones get
+/// RESOURCE_EXHAUSTED; issue 3 "Oversized messages").
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest response a controller encodes, in bytes (a page of 1000 tasks with large payloads
+/// may exceed the decode limit).
+pub const CLIENT_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Default timeout of a call forwarded from a follower to the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the controller did not start or stopped with an error. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The gRPC port could not be bound.
+    #[error("cannot listen for gRPC on {addr}: {reason}")]
+    GrpcListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why (e.g. "the port is already in use").
+        reason: String,
+    },
+    /// The HTTP port could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {reason}")]
+    HttpListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The replication shell did not start (bad membership options, a data dir of another
+    /// node or cluster, an unreadable log, ...).
+    #[error("{0}")]
+    Replication(#[from] StartError),
+    /// The runtime or a thread could not be created.
+    #[error("cannot start the controller runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The gRPC server failed while serving.
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+    /// The controller thread panicked.
+    #[error("the controller thread panicked")]
+    Panicked,
+}
+
+fn listen_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the port is already in use".to_string(),
+        std::io::ErrorKind::AddrNotAvailable => "the address is not on this machine".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// A running controller.
+pub struct ServerHandle {
+    /// Where gRPC is served (the bound address, useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP is served, if enabled.
+    pub http_addr: Option<SocketAddr>,
+    thread: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// Wait for the controller to stop (after its shutdown token is cancelled).
+    pub fn join(self) -> Result<(), ServerError> {
+        self.thread.join().unwrap_or(Err(ServerError::Panicked))
+    }
+}
+
+/// Start a controller and return once it serves (ports bound, replication started).
+///
+/// Errors: a port in use (checked before anything else, so nothing is touched), a data dir
+/// of another node or cluster, bad membership options, a runtime that cannot start.
+pub fn start_server(
+    mut opts: ServerOptions,
+    shutdown: CancellationToken,
+) -> Result<ServerHandle, ServerError> {
+    let grpc = std::net::TcpListener::bind(opts.listen).map_err(|e| ServerError::GrpcListen {
+        addr: opts.listen,
+        reason: listen_reason(&e),
+    })?;
+    let grpc_addr = grpc.local_addr().map_err(ServerError::Runtime)?;
+    grpc.set_nonblocking(true).map_err(ServerError::Runtime)?;
+    let http = match opts.http_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| ServerError::HttpListen {
+                addr,
+                reason: listen_reason(&e),
+            })?;
+            l.set_nonblocking(true).map_err(ServerError::Runtime)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let http_addr = match &http {
+        Some(l) => Some(l.local_addr().map_err(ServerError::Runtime)?),
+        None => None,
+    };
+    // With port 0 the member's own address is only known now.
+    opts.listen = grpc_addr;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("mlcp-controller-{}", opts.node_id))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("mlcp-worker")
+                .build()
+                .map_err(ServerError::Runtime)?;
+            let system = actix_rt::System::with_tokio_rt(|| runtime);
+            system.block_on(controller(opts, grpc, http, shutdown, ready_tx))
+        })
+        .map_err(ServerError::Runtime)?;
+    match ready_rx.recv() {
+        Ok(()) => Ok(ServerHandle {
+            grpc_addr,
+            http_addr,
+            thread,
+        }),
+        // The controller failed before it was ready: its error is the thread's result.
+        Err(_) => Err(thread
+            .join()
+            .unwrap_or(Err(ServerError::Panicked))
+            .err()
+            .unwrap_or(ServerError::Serve(
+                "the controller stopped before it was ready".into(),
+            ))),
+    }
+}
+
+/// Run a controller until `shutdown` is cancelled (blocking the calling thread), then stop
+/// gracefully: stop accepting calls, end long polls, finish in-flight calls, stop the
+/// replication shell and the actor system.
+///
+/// Errors: as [`start_server`], or the gRPC server failing while serving.
+pub fn run_server(opts: ServerOptions, shutdown: CancellationToken) -> Result<(), ServerError> {
+    start_server(opts, shutdown)?.join()
+}
+
+impl AddressBook for PeerChannels {
+    fn address(&self, id: NodeId) -> Option<String> {
+        PeerChannels::address(self, id)
+    }
+}
+
+async fn controller(
+    opts: ServerOptions,
+    grpc: std::net::TcpListener,
+    http: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    ready: std::sync::mpsc::SyncSender<()>,
+) -> Result<(), ServerError> {
+    let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
+    let manifest = Supervisor::start(move |_| ManifestActor::new(applied_tx));
+    let state_machine = StateMachine {
+        apply: manifest.clone().recipient(),
+        take_snapshot: manifest.clone().recipient(),
+        restore: manifest.clone().recipient(),
+    };
+    let repl = start_replication(&opts, state_machine).await?;
+    let node_id = repl.node_id;
+    let proposer = Proposer::new(repl.raft.clone().recipient());
+
+    let (sched_manifest, sched_proposer) = (manifest.clone(), proposer.clone());
+    let scheduler = Supervisor::start(move |_| {
+        SchedulerActor::new(SchedulerOptions::default(), sched_manifest, sched_proposer)
+    });
+    manifest.do_send(SetScheduler {
+        scheduler: scheduler.clone().recipient(),
+    });
+    let monitor_opts = MonitorOptions::with_stale_after(opts.node_stale_after);
+    let (mon_manifest, mon_proposer) = (manifest.clone(), proposer.clone());
+    let raft_status = repl.raft.clone().recipient();
+    let monitor = Supervisor::start(move |_| {
+        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer, raft_status)
+    });
+    let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
+    let watcher = LeadershipWatcher::new(leader_tx).start();
+    for subscriber in [
+        scheduler.recipient(),
+        monitor.clone().recipient(),
+        watcher.recipient(),
+    ] {
+        let _ = repl.raft.send(SubscribeLeadership { subscriber }).await;
+    }
+
+    let self_address = repl
+        .configured_addresses
+        .get(&node_id)
+        .cloned()
+        .unwrap_or_else(|| opts.listen.to_string());
+    let router = Router::new(
+        node_id,
+        self_address,
+        leader_rx,
+        Arc::new(repl.peers.clone()),
+        FORWARD_TIMEOUT,
+    );
+    let ctx = Ctx {
+        router,
+        manifest,
+        proposer,
+        read_barrier: repl.raft.clone().recipient(),
+        monitor,
+        raft: repl.raft.clone(),
+        applied: applied_rx,
+        shutdown: shutdown.clone(),
+        cluster_name: opts.cluster_name.clone(),
+    };
+
+    let listener = tokio::net::TcpListener::from_std(grpc).map_err(ServerError::Runtime)?;
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(OversizeIsResourceExhausted(
+            TaskServiceServer::new(TaskSvc::new(ctx.clone()))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        ))
+        .add_service(OversizeIsResourceExhausted(
+            NodeServiceServer::new(NodeSvc::new(ctx.clone()))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        ))
+        .add_service(OversizeIsResourceExhausted(
+            ClusterServiceServer::new(ClusterSvc::new(ctx.clone()))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        ))
+        .add_service(repl.service)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = match http {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l).map_err(ServerError::Runtime)?;
+            let app = axum::Router::new()
+                .route("/healthz", axum::routing::get(healthz))
+                .route("/status", axum::routing::get(status_page))
+                .with_state(ctx.clone());
+            let serve =
+                axum::serve(l, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            Some(tokio::spawn(async move { serve.await }))
+        }
+        None => None,
+    };
+    tracing::info!(node = %node_id, listen = %opts.listen, "controller serving");
+    let _ = ready.send(());
+
+    shutdown.cancelled().await;
+    tracing::info!(node = %node_id, "controller stopping");
+    let served = grpc_task.await;
+    if let Some(h) = http_task {
+        let _ = h.await;
+    }
+    let _ = repl.raft.send(StopRaft).await;
+    actix::System::current().stop();
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServerError::Serve(e.to_string())),
+        Err(e) => Err(ServerError::Serve(e.to_string())),
+    }
+}
+
+async fn healthz(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let view = ctx.router.view();
+    let body = serde_json::json!({
+        "status": "ok",
+        "node_id": ctx.router.self_id().get(),
+        "is_leader": view.is_leader,
+        "leader_id": view.leader.map(|l| l.get()).unwrap_or(0),
+        "term": view.term.get(),
+    });
+    (StatusCode::OK, axum::Json(body))
+}
+
+async fn status_page(State(ctx): State<Ctx>) -> impl IntoResponse {
+    match cluster_status(&ctx).await {
+        Ok(s) => {
+            let members: Vec<serde_json::Value> = s
+                .members
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "id": m.id,
+                        "address": m.address,
+                        "role": MemberRole::try_from(m.role)
+                            .map(|r| r.as_str_name().trim_start_matches("MEMBER_ROLE_"))
+                            .unwrap_or("UNSPECIFIED"),
+                        "suffrage": Suffrage::try_from(m.suffrage)
+                            .map(|r| r.as_str_name().trim_start_matches("SUFFRAGE_"))
+                            .unwrap_or("UNSPECIFIED"),
+                        "match_index": m.match_index,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "self_id": s.self_id,
+                "cluster_name": s.cluster_name,
+                "leader_id": s.leader_id,
+                "leader_address": s.leader_address,
+                "term": s.term,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "heartbeat_interval_ms": s.heartbeat_interval_ms,
+                "members": members,
+                "alerts": s.alerts.iter().map(|a| serde_json::json!({
+                    "code": a.code, "message": a.message, "since": a.since,
+                })).collect::<Vec<_>>(),
+                "task_counts": s.task_counts,
+            });
+            (StatusCode::OK, axum::Json(body))
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": e.message() })),
+        ),
+    }
+}
+
+/// Wraps a tonic service so a request over the decode limit is answered RESOURCE_EXHAUSTED
+/// (the gRPC convention, and issue 3's) instead of tonic's OUT_OF_RANGE.
+#[derive(Clone)]
+pub struct OversizeIsResourceExhausted<S>(pub S);
+
+impl<S: NamedService> NamedService for OversizeIsResourceExhausted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for OversizeIsResourceExhausted<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            rewrite_oversize_status(resp.headers_mut());
+            Ok(resp)
+        })
+    }
+}
+
+/// OUT_OF_RANGE (11) carrying tonic's "message length too large" becomes RESOURCE_EXHAUSTED
+/// (8). Only a trailers-only response (the status in the headers) can carry it: tonic
+/// decodes a unary request before calling the handler.
+fn rewrite_oversize_status(headers: &mut http::HeaderMap) {
+    let is_out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|v| {
+        let s = String::from_utf8_lossy(v.as_bytes());
+        s.contains("too large") || s.contains("too%20large")
+    });
+    if is_out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_status_is_rewritten_and_nothing_else() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static("11"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("Error,%20decoded%20message%20length%20too%20large"),
+        );
+        rewrite_oversize_status(&mut h);
+        assert_eq!(h.get("grpc-status").unwrap(), "8");
+
+        let mut other = http::HeaderMap::new();
+        other.insert("grpc-status", http::HeaderValue::from_static("11"));
+        other.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("page out of range"),
+        );
+        rewrite_oversize_status(&mut other);
+        assert_eq!(other.get("grpc-status").unwrap(), "11");
+    }
+
+    #[test]
+    fn port_in_use_is_refused_with_a_one_line_reason() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ServerOptions {
+            listen: taken.local_addr().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            http_listen: None,
+            ..ServerOptions::default()
+        };
+        let err = start_server(opts, CancellationToken::new())
+            .err()
+            .expect("must refuse");
+        let line = err.to_string();
+        assert!(line.contains("already in use"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        // Nothing was written into the data dir.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

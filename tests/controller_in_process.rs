@@ -1,0 +1,458 @@
+//! One controller in this process (`start_server` on loopback port 0, a temp data dir) driven
+//! through its real gRPC API by a tonic client playing both the user and a fake agent.
+//!
+//! What it shows: the task lifecycle end to end (submit → heartbeat registers the node →
+//! long poll hands out the assignment → start acknowledged → report committed → COMPLETED),
+//! exactly-once reports (an identical retry is OK and marked duplicate), fencing (a report
+//! for a superseded attempt or from the wrong node is FAILED_PRECONDITION), the bad inputs
+//! of issue 3 answered with the right codes, RESOURCE_EXHAUSTED for an oversized message,
+//! the HTTP status page, and a clean shutdown. Waits are polls with deadlines, never sleeps.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use mlcp::gateway::{ServerOptions, start_server};
+use mlcp::proto::cluster_service_client::ClusterServiceClient;
+use mlcp::proto::node_service_client::NodeServiceClient;
+use mlcp::proto::task_service_client::TaskServiceClient;
+use mlcp::proto::{
+    AckTaskStartedRequest, GetClusterStatusRequest, GetTaskRequest, HeartbeatRequest,
+    ListNodesRequest, ListTasksRequest, NodeCapacity, PollTaskRequest, ReportTaskResultRequest,
+    RetryPolicy, RunningAttempt, SubmitTaskRequest, Task, TaskStatus,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Clients {
+    tasks: TaskServiceClient<Channel>,
+    nodes: NodeServiceClient<Channel>,
+    cluster: ClusterServiceClient<Channel>,
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Clients {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    Clients {
+        tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+        nodes: NodeServiceClient::new(channel.clone()),
+        cluster: ClusterServiceClient::new(channel),
+    }
+}
+
+async fn wait_for_leader(c: &mut Clients) -> u64 {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = c
+            .cluster
+            .get_cluster_status(GetClusterStatusRequest {})
+            .await
+        {
+            let s = s.into_inner();
+            if s.leader_id != 0 && s.leader_id == s.self_id {
+                return s.leader_id;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "no leader within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn heartbeat(node: &str, running: Vec<RunningAttempt>) -> HeartbeatRequest {
+    HeartbeatRequest {
+        node_id: node.into(),
+        address: "127.0.0.1:7000".into(),
+        cloud_provider: "onprem".into(),
+        region: "lab".into(),
+        capacity: Some(NodeCapacity {
+            slots: 4,
+            cpu_cores: 2,
+            memory_mb: 1024,
+            gpus: 0,
+        }),
+        cpu_usage: 10.0,
+        memory_usage: 20.0,
+        running,
+        ..Default::default()
+    }
+}
+
+fn submit(data: &str) -> SubmitTaskRequest {
+    SubmitTaskRequest {
+        task_type: "echo".into(),
+        task_data: data.into(),
+        max_attempts: 3,
+        retry_policy: Some(RetryPolicy {
+            initial_backoff_ms: 1,
+            max_backoff_ms: 1,
+            backoff_multiplier: 1.0,
+            jitter: 0.0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Long-poll until an assignment for `task_id` arrives (bounded by `DEADLINE`).
+async fn poll_for(c: &mut Clients, node: &str, task_id: &str) -> u32 {
+    let start = Instant::now();
+    loop {
+        let resp = c
+            .nodes
+            .poll_task(PollTaskRequest {
+                node_id: node.into(),
+                wait_ms: 2000,
+                free_slots: 0,
+            })
+            .await
+            .expect("poll")
+            .into_inner();
+        if let Some(a) = resp.assignments.iter().find(|a| a.task_id == task_id) {
+            return a.attempt;
+        }
+        assert!(start.elapsed() < DEADLINE, "no assignment for {task_id}");
+    }
+}
+
+async fn get(c: &mut Clients, task_id: &str) -> Task {
+    c.tasks
+        .get_task(GetTaskRequest {
+            task_id: task_id.into(),
+            consistent: true,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .task
+        .expect("task")
+}
+
+fn report(task_id: &str, attempt: u32, node: &str, success: bool) -> ReportTaskResultRequest {
+    ReportTaskResultRequest {
+        task_id: task_id.into(),
+        attempt,
+        node_id: node.into(),
+        success,
+        result_data: if success {
+            r#"{"echo": 1}"#.into()
+        } else {
+            String::new()
+        },
+        error: if success {
+            String::new()
+        } else {
+            "flaky".into()
+        },
+        retryable: !success,
+    }
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn single_controller_runs_the_task_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let grpc_addr = server.grpc_addr;
+    let http_addr = server.http_addr.unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(grpc_addr).await;
+        wait_for_leader(&mut c).await;
+
+        // Submit, then the fake agent registers and picks the task up.
+        let task = c
+            .tasks
+            .submit_task(submit(r#"{"n": 1}"#))
+            .await
+            .unwrap()
+            .into_inner();
+        let task = task.task.unwrap();
+        assert_eq!(task.status, TaskStatus::Pending as i32);
+        let hb = c
+            .nodes
+            .heartbeat(heartbeat("agent-1", vec![]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(hb.registered, "first heartbeat registers the node");
+        assert!(hb.heartbeat_interval_ms > 0);
+        let hb = c
+            .nodes
+            .heartbeat(heartbeat("agent-1", vec![]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!hb.registered, "an unchanged heartbeat writes nothing");
+
+        let attempt = poll_for(&mut c, "agent-1", &task.task_id).await;
+        assert_eq!(attempt, 1);
+        let ack = c
+            .nodes
+            .ack_task_started(AckTaskStartedRequest {
+                task_id: task.task_id.clone(),
+                attempt,
+                node_id: "agent-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.proceed);
+        assert_eq!(
+            get(&mut c, &task.task_id).await.status,
+            TaskStatus::Running as i32
+        );
+
+        let done = c
+            .nodes
+            .report_task_result(report(&task.task_id, attempt, "agent-1", true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!done.duplicate);
+        assert_eq!(done.task.unwrap().status, TaskStatus::Completed as i32);
+        let again = c
+            .nodes
+            .report_task_result(report(&task.task_id, attempt, "agent-1", true))
+            .await
+            .expect("an identical retried report succeeds")
+            .into_inner();
+        assert!(again.duplicate);
+        let t = get(&mut c, &task.task_id).await;
+        assert_eq!(t.status, TaskStatus::Completed as i32);
+        assert_eq!(t.result_data, r#"{"echo": 1}"#);
+
+        // Fencing: attempt 1 fails (retryable) and is superseded by attempt 2.
+        let t2 = c
+            .tasks
+            .submit_task(submit(r#"{"n": 2}"#))
+            .await
+            .unwrap()
+            .into_inner();
+        let t2 = t2.task.unwrap();
+        let a1 = poll_for(&mut c, "agent-1", &t2.task_id).await;
+        c.nodes
+            .report_task_result(report(&t2.task_id, a1, "agent-1", false))
+            .await
+            .unwrap();
+        let a2 = poll_for(&mut c, "agent-1", &t2.task_id).await;
+        assert_eq!(a2, a1 + 1, "attempt numbers only grow");
+        let stale = c
+            .nodes
+            .report_task_result(report(&t2.task_id, a1, "agent-1", true))
+            .await
+            .expect_err("superseded attempt refused");
+        assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+        let wrong = c
+            .nodes
+            .report_task_result(report(&t2.task_id, a2, "agent-2", true))
+            .await
+            .expect_err("wrong node refused");
+        assert_eq!(wrong.code(), Code::FailedPrecondition, "{wrong:?}");
+        // The agent is told to abort the superseded attempt on its next heartbeat.
+        let running = vec![
+            RunningAttempt {
+                task_id: t2.task_id.clone(),
+                attempt: a1,
+            },
+            RunningAttempt {
+                task_id: t2.task_id.clone(),
+                attempt: a2,
+            },
+        ];
+        let hb = c
+            .nodes
+            .heartbeat(heartbeat("agent-1", running))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            hb.abort,
+            vec![RunningAttempt {
+                task_id: t2.task_id.clone(),
+                attempt: a1
+            }]
+        );
+        c.nodes
+            .report_task_result(report(&t2.task_id, a2, "agent-1", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&mut c, &t2.task_id).await.status,
+            TaskStatus::Completed as i32
+        );
+
+        // Bad input.
+        let bad = |r: SubmitTaskRequest| {
+            let mut tasks = c.tasks.clone();
+            async move { tasks.submit_task(r).await.expect_err("refused") }
+        };
+        for (req, field) in [
+            (
+                SubmitTaskRequest {
+                    task_type: String::new(),
+                    ..submit("{}")
+                },
+                "task_type",
+            ),
+            (
+                SubmitTaskRequest {
+                    task_type: "Bad Type".into(),
+                    ..submit("{}")
+                },
+                "task_type",
+            ),
+            (submit("{not json"), "task_data"),
+            (
+                SubmitTaskRequest {
+                    max_attempts: 0,
+                    ..submit("{}")
+                },
+                "max_attempts",
+            ),
+            (
+                SubmitTaskRequest {
+                    max_attempts: 101,
+                    ..submit("{}")
+                },
+                "max_attempts",
+            ),
+        ] {
+            let e = bad(req).await;
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains(field), "{field} not named: {e:?}");
+        }
+        let e = c
+            .tasks
+            .get_task(GetTaskRequest {
+                task_id: "nope".into(),
+                consistent: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c
+            .tasks
+            .get_task(GetTaskRequest {
+                task_id: uuid::Uuid::now_v7().to_string(),
+                consistent: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        let e = c
+            .tasks
+            .list_tasks(ListTasksRequest {
+                status: 99,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c
+            .nodes
+            .heartbeat(HeartbeatRequest {
+                cpu_usage: 150.0,
+                ..heartbeat("agent-1", vec![])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c
+            .nodes
+            .report_task_result(report(
+                &uuid::Uuid::now_v7().to_string(),
+                1,
+                "agent-1",
+                true,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        let e = c
+            .nodes
+            .report_task_result(ReportTaskResultRequest {
+                result_data: "{oops".into(),
+                ..report(&t2.task_id, a2, "agent-1", true)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let huge = format!("\"{}\"", "x".repeat(5 * 1024 * 1024));
+        let e = c.tasks.submit_task(submit(&huge)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+        // Listing with a filter and pages.
+        let page = c
+            .tasks
+            .list_tasks(ListTasksRequest {
+                status: TaskStatus::Completed as i32,
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total_count, 2);
+        assert_eq!(page.tasks.len(), 1);
+        assert!(!page.next_page_token.is_empty());
+        let rest = c
+            .tasks
+            .list_tasks(ListTasksRequest {
+                status: TaskStatus::Completed as i32,
+                page_size: 1,
+                page_token: page.next_page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rest.tasks.len(), 1);
+        assert_ne!(rest.tasks[0].task_id, page.tasks[0].task_id);
+        assert!(rest.next_page_token.is_empty());
+
+        let nodes = c
+            .cluster
+            .list_nodes(ListNodesRequest { status: 0 })
+            .await
+            .unwrap();
+        let nodes = nodes.into_inner().nodes;
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            nodes[0].cpu_usage, 10.0,
+            "live usage comes from the leader's monitor"
+        );
+    });
+
+    let status = http_get(http_addr, "/status");
+    assert!(
+        status.starts_with("HTTP/1.0 200") || status.starts_with("HTTP/1.1 200"),
+        "{status}"
+    );
+    assert!(status.contains("\"leader_id\":1"), "{status}");
+    assert!(http_get(http_addr, "/healthz").contains("\"status\":\"ok\""));
+
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}

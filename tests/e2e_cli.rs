@@ -1,0 +1,70 @@
+//! The command line's own error contract (issue 3 "Bad input", CLI lines), checked by running
+//! the real binary: a bad flag prints usage and exits 2; no reachable server prints ONE line
+//! naming every address tried and exits 1; `--help` teaches with examples.
+
+mod common;
+
+use common::{mlcp, stderr, stdout};
+use mlcp::cli::local_cluster::free_ports;
+
+#[tokio::test]
+async fn a_bad_flag_prints_usage_and_exits_2() {
+    let out = mlcp(&["task", "list", "--no-such-flag"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Usage:"), "{}", stderr(&out));
+
+    // A value clap cannot parse is a usage error too.
+    let out = mlcp(&["task", "submit", "--type", "echo", "--max-attempts", "many"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // A missing required flag.
+    let out = mlcp(&["task", "submit"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn no_reachable_server_is_one_line_naming_every_address_and_exit_1() {
+    // Ports picked free and released: nothing listens there.
+    let ports = free_ports(3).unwrap();
+    let servers = ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for args in [
+        vec!["task", "list", "--server", &servers],
+        vec!["cluster", "status", "--server", &servers],
+        vec!["node", "list", "--server", &servers, "--output", "json"],
+    ] {
+        let out = mlcp(&args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        for port in &ports {
+            assert!(err.contains(&port.to_string()), "{args:?}: {err}");
+        }
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+}
+
+#[tokio::test]
+async fn help_teaches_with_examples() {
+    let out = mlcp(&["--help"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in ["server", "agent", "task", "demo", "Examples:", "MLCP_"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let out = mlcp(&["task", "submit", "--help"]).await;
+    assert!(stdout(&out).contains("matmul"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn a_bad_config_value_names_the_key_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mlcp.toml");
+    std::fs::write(&file, "[server]\npeers = \"1=a:1,oops\"\n").unwrap();
+    let out = mlcp(&["server", "--config", file.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("server.peers"), "{}", stderr(&out));
+}
