@@ -103,8 +103,15 @@ pub const MASS_NODE_FAILURE: &str = "MASS_NODE_FAILURE";
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Brake {
     Off,
-    Engaged { since_ms: u64 },
-    Recovering { last_declared_ms: Option<u64> },
+    Engaged {
+        since_ms: u64,
+    },
+    /// Declaring at a bounded rate. `forced`: the hold expired while the mass failure was
+    /// still present (a new mass event cannot re-engage the brake until recovery ends).
+    Recovering {
+        last_declared_ms: Option<u64>,
+        forced: bool,
+    },
 }
 
 /// What the heartbeat monitor should propose now.
@@ -270,32 +277,34 @@ impl Liveness {
 
         let mass = stale.len() >= self.config.mass_failure_nodes_min.max(1)
             && (stale.len() as f64) >= self.config.mass_failure_fraction * (up.len() as f64);
+        let raise = |stale: usize| Alert {
+            code: MASS_NODE_FAILURE,
+            message: format!(
+                "{stale} of {} nodes went stale together; assuming the fault is the \
+                 controller's own and declaring none lost",
+                up.len()
+            ),
+            since_ms: now_ms,
+        };
         self.brake = match (&self.brake, mass) {
             (Brake::Engaged { since_ms }, true)
                 if now_ms.saturating_sub(*since_ms) >= self.config.brake_hold_ms =>
             {
                 Brake::Recovering {
                     last_declared_ms: None,
+                    forced: true,
                 }
             }
             (Brake::Engaged { since_ms }, true) => Brake::Engaged {
                 since_ms: *since_ms,
             },
-            (Brake::Off, true) => {
-                self.alert = Some(Alert {
-                    code: MASS_NODE_FAILURE,
-                    message: format!(
-                        "{} of {} nodes went stale together; assuming the fault is the \
-                         controller's own and declaring none lost",
-                        stale.len(),
-                        up.len()
-                    ),
-                    since_ms: now_ms,
-                });
+            (Brake::Off | Brake::Recovering { forced: false, .. }, true) => {
+                self.alert = Some(raise(stale.len()));
                 Brake::Engaged { since_ms: now_ms }
             }
             (Brake::Engaged { .. }, false) => Brake::Recovering {
                 last_declared_ms: None,
+                forced: false,
             },
             (other, _) => other.clone(),
         };
@@ -310,7 +319,9 @@ impl Liveness {
                 actions.lost_nodes = stale.into_iter().map(|(_, id)| id).collect();
                 actions.lost_nodes.sort();
             }
-            Brake::Recovering { last_declared_ms } => {
+            Brake::Recovering {
+                last_declared_ms, ..
+            } => {
                 let gap_ms = 1000 / self.config.recovery_declarations_per_sec.clamp(1, 1000);
                 let due = last_declared_ms.is_none_or(|t| now_ms.saturating_sub(t) >= gap_ms);
                 if due && let Some((_, id)) = stale.first() {
@@ -569,6 +580,35 @@ mod tests {
             declared.extend(a.lost_nodes);
         }
         assert!(declared.contains(&"n05".to_string()));
+    }
+
+    #[test]
+    fn a_second_mass_failure_during_recovery_re_engages_the_brake() {
+        let m = manifest_with(10);
+        let mut l = Liveness::new(cfg());
+        l.become_leader(0);
+        beat_all(&mut l, &m, 0, &[]);
+        // 6 of 10 silent: brake.
+        let silent = ["n00", "n01", "n02", "n03", "n04", "n05"];
+        for now in (500..=6_000).step_by(500) {
+            beat_all(&mut l, &m, now, &silent);
+            l.evaluate(now, &m, true);
+        }
+        assert!(l.evaluate(6_000, &m, true).brake_engaged);
+        // All but one come back: recovery.
+        beat_all(&mut l, &m, 6_500, &["n05"]);
+        assert!(!l.evaluate(6_500, &m, true).brake_engaged);
+        // Then most go silent again together: the brake engages again.
+        let mut engaged = false;
+        for now in (7_000..=12_000).step_by(500) {
+            beat_all(&mut l, &m, now, &["n05", "n06", "n07", "n08", "n09", "n00"]);
+            let a = l.evaluate(now, &m, true);
+            engaged |= a.brake_engaged;
+            if engaged {
+                assert!(a.lost_nodes.is_empty());
+            }
+        }
+        assert!(engaged);
     }
 
     #[test]
