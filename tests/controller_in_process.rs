@@ -560,15 +560,16 @@ fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
             .await
             .expect_err("the zombie's result must not overwrite the real one");
         assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+        let zone = |running| HeartbeatRequest {
+            labels: [("zone".to_string(), "z".to_string())].into(),
+            ..heartbeat("zombie", running)
+        };
         let back = c
             .nodes
-            .heartbeat(heartbeat(
-                "zombie",
-                vec![RunningAttempt {
-                    task_id: t.task_id.clone(),
-                    attempt: a1,
-                }],
-            ))
+            .heartbeat(zone(vec![RunningAttempt {
+                task_id: t.task_id.clone(),
+                attempt: a1,
+            }]))
             .await
             .unwrap()
             .into_inner();
@@ -586,6 +587,38 @@ fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
         let done = get(&mut c, &t.task_id).await;
         assert_eq!(done.status, TaskStatus::Completed as i32);
         assert_eq!(done.assigned_node_id, "healthy");
+
+        // Until it reports the stale attempt gone, the returning node gets nothing new
+        // (issue 4 §5); this task fits only there.
+        let only_z = SubmitTaskRequest {
+            constraints: Some(mlcp::proto::TaskConstraints {
+                labels: [("zone".to_string(), "z".to_string())].into(),
+                ..Default::default()
+            }),
+            ..submit("{}")
+        };
+        let z = c
+            .tasks
+            .submit_task(only_z)
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let p = c
+            .nodes
+            .poll_task(PollTaskRequest {
+                node_id: "zombie".into(),
+                wait_ms: 300,
+                free_slots: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(p.assignments.is_empty(), "held back: {p:?}");
+        let clean = c.nodes.heartbeat(zone(vec![])).await.unwrap().into_inner();
+        assert!(clean.abort.is_empty());
+        assert_eq!(poll_for(&mut c, "zombie", &z.task_id).await, 1);
     });
     shutdown.cancel();
     server.join().expect("clean shutdown");

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, ManifestActor};
+use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, HoldBack, ManifestActor};
 use crate::actors::proposer::{ProposeError, Proposer, wall_clock_ms};
 use crate::actors::raft::GetRaftStatus;
 use crate::actors::{LeadershipChanged, ProposeFailure};
@@ -250,6 +250,7 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
                 // grace period from now.
                 let now = self.now_ms();
                 self.core().become_leader(now);
+                self.manifest.do_send(HoldBack::Clear);
                 self.term = Some(msg.term);
                 self.missing_since.clear();
                 tracing::info!(term = %msg.term, "heartbeat monitor active (leader)");
@@ -259,6 +260,7 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
                     tracing::info!(term = %msg.term, "heartbeat monitor idle (not leader)");
                 }
                 self.core().step_down();
+                self.manifest.do_send(HoldBack::Clear);
                 self.missing_since.clear();
                 self.braked = false;
             }
@@ -297,6 +299,14 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
                 .send(CheckHeartbeat {
                     registration: registration.clone(),
                     running,
+                })
+                .await?;
+            // A node still running attempts that are no longer its own gets nothing new until
+            // it reports them aborted (issue 4 §5); held back before it may become HEALTHY.
+            manifest
+                .send(HoldBack::Node {
+                    node_id: registration.node_id.clone(),
+                    held: !check.abort.is_empty(),
                 })
                 .await?;
             let mut registered = false;

@@ -180,6 +180,23 @@ pub struct EvaluateLiveness {
     pub leader_can_commit: bool,
 }
 
+/// Heartbeat monitor → manifest: hold a node back from placement (or release it). A
+/// returning node that still runs attempts that are no longer its own is held back until it
+/// reports it aborted them (issue 4 §5). Leader-only state: cleared on a leadership change.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum HoldBack {
+    /// Hold this node back (`true`) or release it (`false`).
+    Node {
+        /// The node.
+        node_id: String,
+        /// True to hold back.
+        held: bool,
+    },
+    /// Release every node.
+    Clear,
+}
+
 /// Register the actor the manifest wakes when there may be new work to place.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -195,6 +212,7 @@ pub struct ManifestActor {
     applied_tx: watch::Sender<LogIndex>,
     node_versions: BTreeMap<String, watch::Sender<u64>>,
     scheduler: Option<Recipient<WakeScheduler>>,
+    held_back: BTreeSet<String>,
 }
 
 impl ManifestActor {
@@ -206,6 +224,7 @@ impl ManifestActor {
             applied_tx,
             node_versions: BTreeMap::new(),
             scheduler: None,
+            held_back: BTreeSet::new(),
         }
     }
 
@@ -459,7 +478,7 @@ impl Handler<PlanAssignments> for ManifestActor {
             batch_assignments_max: msg.batch_max,
             ..PlacementLimits::default()
         };
-        let plan = scheduler::place(&self.manifest, msg.now_ms, &limits, &BTreeSet::new());
+        let plan = scheduler::place(&self.manifest, msg.now_ms, &limits, &self.held_back);
         (!plan.assignments.is_empty()).then_some(plan)
     }
 }
@@ -478,6 +497,29 @@ impl Handler<EvaluateLiveness> for ManifestActor {
         let mut liveness = msg.liveness.lock().unwrap_or_else(|e| e.into_inner());
         let actions = liveness.evaluate(msg.now_ms, &self.manifest, msg.leader_can_commit);
         MessageResult((actions, self.manifest.node_count()))
+    }
+}
+
+impl Handler<HoldBack> for ManifestActor {
+    type Result = ();
+    fn handle(&mut self, msg: HoldBack, _: &mut Context<Self>) {
+        match msg {
+            HoldBack::Node {
+                node_id,
+                held: true,
+            } => {
+                self.held_back.insert(node_id);
+            }
+            HoldBack::Node {
+                node_id,
+                held: false,
+            } => {
+                if self.held_back.remove(&node_id) {
+                    self.wake_scheduler();
+                }
+            }
+            HoldBack::Clear => self.held_back.clear(),
+        }
     }
 }
 

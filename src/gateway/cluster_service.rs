@@ -17,7 +17,7 @@ use crate::actors::raft::{
 };
 use crate::gateway::context::Ctx;
 use crate::gateway::convert::{parse_node_status_filter, validate_node_id};
-use crate::gateway::forward::Route;
+use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
 use crate::manifest::command::{Kind, SetNodeStatus};
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::cluster_service_server::ClusterService;
@@ -204,7 +204,11 @@ impl ClusterService for ClusterSvc {
         let status = parse_node_status_filter("status", req.get_ref().status)?;
         // The leader has the live figures; without a reachable leader, show what is committed.
         if let Ok(Route::Forward(ch)) = self.ctx.router.route(&mut req) {
-            match ClusterServiceClient::new(ch).list_nodes(req).await {
+            match ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .list_nodes(req)
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     tracing::debug!(error = %e, "forwarding ListNodes failed; answering locally")
@@ -220,7 +224,10 @@ impl ClusterService for ClusterSvc {
         mut req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch).transfer_leader(req).await;
+            return ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .transfer_leader(req)
+                .await;
         }
         let TransferLeaderRequest { target_id } = req.into_inner();
         let to = (target_id != 0).then_some(NodeId(target_id));
@@ -244,7 +251,10 @@ impl ClusterService for ClusterSvc {
         mut req: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch).add_member(req).await;
+            return ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .add_member(req)
+                .await;
         }
         let AddMemberRequest { id, address } = req.into_inner();
         let id = member_id("id", id)?;
@@ -265,7 +275,10 @@ impl ClusterService for ClusterSvc {
         mut req: Request<PromoteMemberRequest>,
     ) -> Result<Response<PromoteMemberResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch).promote_member(req).await;
+            return ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .promote_member(req)
+                .await;
         }
         let PromoteMemberRequest { id } = req.into_inner();
         let members = self
@@ -281,7 +294,10 @@ impl ClusterService for ClusterSvc {
         mut req: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch).remove_member(req).await;
+            return ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .remove_member(req)
+                .await;
         }
         let RemoveMemberRequest { id } = req.into_inner();
         let members = self
@@ -320,7 +336,10 @@ impl ClusterService for ClusterSvc {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));
         }
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch).drain_node(req).await;
+            return ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .drain_node(req)
+                .await;
         }
         let DrainNodeRequest {
             node_id,

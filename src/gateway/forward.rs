@@ -32,6 +32,9 @@ use crate::raft::{NodeId, Term};
 
 /// Request metadata key set on a forwarded call (value: the forwarding controller's id).
 pub const FORWARDED_HEADER: &str = "x-mlcp-forwarded-by";
+/// Largest response a follower accepts from the leader for a forwarded call, in bytes (a
+/// page of tasks can exceed tonic's 4 MiB default).
+pub const FORWARD_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Response metadata key carrying the leader hint, `ID@ADDRESS`.
 pub const LEADER_HEADER: &str = "x-mlcp-leader";
 

@@ -1,4 +1,15 @@
 //! tonic services over the actors, and the controller process bootstrap.
+//!
+//! - [`server`]: [`run_server`] / [`start_server`] bring a controller up (ports, actix system,
+//!   replication, control actors, gRPC, HTTP `/healthz`, `/status`, `/metrics`) and down;
+//! - [`task_service`], [`node_service`], [`cluster_service`]: the `mlcp.v1` services — each
+//!   handler decodes, calls an actor and maps the error;
+//! - [`convert`]: request validation (`TryFrom` into commands; `INVALID_ARGUMENT` names the
+//!   field);
+//! - [`forward`]: the leader view and one-hop forwarding from followers to the leader, with
+//!   the `x-mlcp-leader` hint on UNAVAILABLE;
+//! - [`context`]: what the services share, and the actor-error → gRPC-status mapping;
+//! - [`raft_service`]: the peer-only Raft transport and the replication bootstrap.
 
 pub mod cluster_service;
 pub mod context;

@@ -14,7 +14,7 @@ use crate::actors::heartbeat_monitor::Heartbeat;
 use crate::actors::manifest::PollWork;
 use crate::gateway::context::Ctx;
 use crate::gateway::convert::{ValidAck, ValidHeartbeat, ValidReport, validate_node_id};
-use crate::gateway::forward::Route;
+use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
 use crate::proto::internal::command::Kind;
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::node_service_server::NodeService;
@@ -49,7 +49,10 @@ impl NodeService for NodeSvc {
         mut req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch).heartbeat(req).await;
+            return NodeServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .heartbeat(req)
+                .await;
         }
         let hb = ValidHeartbeat::try_from(req.into_inner())?;
         let reply = self
@@ -83,7 +86,10 @@ impl NodeService for NodeSvc {
             req.set_timeout(wait + POLL_FORWARD_MARGIN);
         }
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch).poll_task(req).await;
+            return NodeServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .poll_task(req)
+                .await;
         }
         let PollTaskRequest {
             node_id,
@@ -142,7 +148,10 @@ impl NodeService for NodeSvc {
         mut req: Request<AckTaskStartedRequest>,
     ) -> Result<Response<AckTaskStartedResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch).ack_task_started(req).await;
+            return NodeServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .ack_task_started(req)
+                .await;
         }
         let ValidAck(ack) = ValidAck::try_from(req.into_inner())?;
         let outcome = self
@@ -162,7 +171,10 @@ impl NodeService for NodeSvc {
         mut req: Request<ReportTaskResultRequest>,
     ) -> Result<Response<ReportTaskResultResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch).report_task_result(req).await;
+            return NodeServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .report_task_result(req)
+                .await;
         }
         let ValidReport(report) = ValidReport::try_from(req.into_inner())?;
         let outcome = self

@@ -515,4 +515,56 @@ mod tests {
         // Nothing was written into the data dir.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
+
+    /// `start_server`, retried while the previous controller's log writer thread still holds
+    /// the store (the replication shell does not join that thread on stop), up to 10 s.
+    fn start_when_store_free(
+        opts: ServerOptions,
+        token: CancellationToken,
+    ) -> Result<ServerHandle, ServerError> {
+        let start = std::time::Instant::now();
+        loop {
+            match start_server(opts.clone(), token.clone()) {
+                Err(e)
+                    if e.to_string().contains("already open")
+                        && start.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn a_data_dir_of_another_node_or_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |node_id: u64, cluster: &str| ServerOptions {
+            node_id,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: None,
+            data_dir: dir.path().join("data"),
+            cluster_name: cluster.into(),
+            ..ServerOptions::default()
+        };
+        let first = CancellationToken::new();
+        let h = start_server(opts(1, "alpha"), first.clone()).expect("fresh dir accepted");
+        first.cancel();
+        h.join().expect("clean stop");
+        for (id, cluster) in [(2, "alpha"), (1, "beta")] {
+            let err = start_when_store_free(opts(id, cluster), CancellationToken::new())
+                .err()
+                .expect("must refuse");
+            let line = err.to_string();
+            assert!(!line.contains('\n'), "{line}");
+            assert!(
+                line.contains("belongs to node 1 of cluster 'alpha'"),
+                "{line}"
+            );
+        }
+        let again = CancellationToken::new();
+        let h = start_when_store_free(opts(1, "alpha"), again.clone()).expect("owner accepted");
+        again.cancel();
+        h.join().expect("clean stop");
+    }
 }

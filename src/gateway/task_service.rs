@@ -15,7 +15,7 @@ use crate::gateway::context::Ctx;
 use crate::gateway::convert::{
     ValidSubmit, page_size, parse_page_token, parse_status_filter, parse_task_id,
 };
-use crate::gateway::forward::Route;
+use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
 use crate::proto::internal::{self, command::Kind};
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::task_service_server::TaskService;
@@ -76,7 +76,10 @@ impl TaskService for TaskSvc {
         mut req: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return TaskServiceClient::new(ch).submit_task(req).await;
+            return TaskServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .submit_task(req)
+                .await;
         }
         let valid = ValidSubmit::try_from(req.into_inner())?;
         let cmd = valid.into_command(Uuid::now_v7());
@@ -101,7 +104,10 @@ impl TaskService for TaskSvc {
         let task_id = parse_task_id("task_id", &req.get_ref().task_id)?;
         if req.get_ref().consistent {
             if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-                return TaskServiceClient::new(ch).get_task(req).await;
+                return TaskServiceClient::new(ch)
+                    .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                    .get_task(req)
+                    .await;
             }
             self.ctx.read_barrier().await?;
         }
@@ -124,7 +130,10 @@ impl TaskService for TaskSvc {
         let limit = page_size(*size);
         if *consistent {
             if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-                return TaskServiceClient::new(ch).list_tasks(req).await;
+                return TaskServiceClient::new(ch)
+                    .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                    .list_tasks(req)
+                    .await;
             }
             self.ctx.read_barrier().await?;
         }
@@ -151,7 +160,10 @@ impl TaskService for TaskSvc {
     ) -> Result<Response<CancelTaskResponse>, Status> {
         let task_id = parse_task_id("task_id", &req.get_ref().task_id)?;
         if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return TaskServiceClient::new(ch).cancel_task(req).await;
+            return TaskServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .cancel_task(req)
+                .await;
         }
         let CancelTaskRequest { task_id: _, reason } = req.into_inner();
         let outcome = self
