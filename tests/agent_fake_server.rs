@@ -37,9 +37,12 @@ enum Event {
 struct Script {
     assignments: VecDeque<TaskAssignment>,
     abort_on_heartbeat: Vec<RunningAttempt>,
+    abort_on_poll: Vec<RunningAttempt>,
     report_error: Option<Code>,
     /// This many reports fail with UNAVAILABLE (no hint) before reports are accepted.
     reports_unavailable: u32,
+    /// If set, heartbeats fail with this code.
+    heartbeat_error: Option<Code>,
     /// If set, start acknowledgements fail with this code.
     ack_error: Option<Code>,
     /// If set, every call fails with UNAVAILABLE and this `x-mlcp-leader` hint.
@@ -96,6 +99,9 @@ impl NodeService for Fake {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.redirected()?;
         self.record(Event::Heartbeat(request.into_inner()));
+        if let Some(code) = self.script().heartbeat_error {
+            return Err(Status::new(code, "node_id: refused by the fake"));
+        }
         let abort = std::mem::take(&mut self.script().abort_on_heartbeat);
         Ok(Response::new(HeartbeatResponse {
             heartbeat_interval_ms: 50,
@@ -117,15 +123,17 @@ impl NodeService for Fake {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let batch: Vec<_> = {
+            let (batch, abort): (Vec<_>, _) = {
                 let mut script = self.script();
                 let take = script.assignments.len().min(request.free_slots as usize);
-                script.assignments.drain(..take).collect()
+                let abort = std::mem::take(&mut script.abort_on_poll);
+                (script.assignments.drain(..take).collect(), abort)
             };
-            if !batch.is_empty() {
+            if !batch.is_empty() || !abort.is_empty() {
                 return Ok(Response::new(PollTaskResponse {
                     assignments: batch,
-                    ..Default::default()
+                    abort,
+                    leader: None,
                 }));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -556,6 +564,64 @@ async fn a_start_the_controller_refuses_is_not_run() {
         .heartbeat_where_running("t-stale", 1, false)
         .await;
     assert_eq!(controller.reports_seen("t-stale"), 0);
+
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_refused_for_bad_settings_stops_the_agent() {
+    let controller = Controller::start().await;
+    controller.fake.script().heartbeat_error = Some(Code::InvalidArgument);
+    let agent = RunningAgent::start(options(vec![controller.address.clone()]));
+    let err = tokio::time::timeout(DEADLINE, agent.handle)
+        .await
+        .expect("agent stops on its own")
+        .expect("no panic")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("node_id: refused by the fake"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_refused_for_a_passing_reason_is_retried() {
+    let mut controller = Controller::start().await;
+    controller.fake.script().heartbeat_error = Some(Code::FailedPrecondition);
+    let agent = RunningAgent::start(options(vec![controller.address.clone()]));
+    for _ in 0..2 {
+        controller
+            .expect("a heartbeat", |e| {
+                matches!(e, Event::Heartbeat(_)).then_some(())
+            })
+            .await;
+    }
+    controller.fake.script().heartbeat_error = None;
+    controller.fake.assign("t-after", 1, "echo", json!(1), 0);
+    assert!(controller.report_for("t-after").await.success);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_in_a_poll_response_cancels_the_running_sleep() {
+    let mut controller = Controller::start().await;
+    let agent = RunningAgent::start(options(vec![controller.address.clone()]));
+
+    controller
+        .fake
+        .assign("t-polled", 5, "sleep", json!({"ms": 600_000}), 0);
+    controller
+        .heartbeat_where_running("t-polled", 5, true)
+        .await;
+    controller.fake.script().abort_on_poll = vec![RunningAttempt {
+        task_id: "t-polled".into(),
+        attempt: 5,
+    }];
+    controller.fake.wake.notify_waiters();
+    controller
+        .heartbeat_where_running("t-polled", 5, false)
+        .await;
+    assert_eq!(controller.reports_seen("t-polled"), 0);
 
     agent.stop().await;
 }

@@ -452,7 +452,319 @@ fn single_controller_runs_the_task_lifecycle() {
     );
     assert!(status.contains("\"leader_id\":1"), "{status}");
     assert!(http_get(http_addr, "/healthz").contains("\"status\":\"ok\""));
+    let metrics = http_get(http_addr, "/metrics");
+    assert!(metrics.contains("mlcp_is_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("mlcp_tasks{status=\"COMPLETED\"} 2"),
+        "{metrics}"
+    );
 
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}
+
+/// SCENARIOS S1/S2 on one controller: an agent that goes silent is declared lost on the
+/// leader's monotonic clock, its task is requeued and runs on another agent as attempt 2, the
+/// zombie's late report is refused, and when it comes back its heartbeat registers it again
+/// and tells it to abort the superseded attempt.
+#[test]
+fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        node_stale_after: Duration::from_millis(400),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let addr = server.grpc_addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(addr).await;
+        wait_for_leader(&mut c).await;
+        // Only the zombie is registered when the task is placed.
+        c.nodes
+            .heartbeat(heartbeat("zombie", vec![]))
+            .await
+            .unwrap();
+        let t = c
+            .tasks
+            .submit_task(submit(r#"{"n": 3}"#))
+            .await
+            .unwrap()
+            .into_inner();
+        let t = t.task.unwrap();
+        let a1 = poll_for(&mut c, "zombie", &t.task_id).await;
+        c.nodes
+            .ack_task_started(AckTaskStartedRequest {
+                task_id: t.task_id.clone(),
+                attempt: a1,
+                node_id: "zombie".into(),
+            })
+            .await
+            .unwrap();
+
+        // The zombie falls silent; a healthy agent keeps heartbeating and polling until the
+        // task is requeued and handed to it.
+        let start = Instant::now();
+        let a2 = loop {
+            c.nodes
+                .heartbeat(heartbeat("healthy", vec![]))
+                .await
+                .unwrap();
+            let p = c
+                .nodes
+                .poll_task(PollTaskRequest {
+                    node_id: "healthy".into(),
+                    wait_ms: 100,
+                    free_slots: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(a) = p.assignments.iter().find(|a| a.task_id == t.task_id) {
+                break a.attempt;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "task never requeued to the healthy agent"
+            );
+        };
+        assert_eq!(a2, a1 + 1);
+        let nodes = c
+            .cluster
+            .list_nodes(ListNodesRequest { status: 0 })
+            .await
+            .unwrap();
+        let zombie = nodes
+            .into_inner()
+            .nodes
+            .into_iter()
+            .find(|n| n.node_id == "zombie")
+            .unwrap();
+        assert_eq!(zombie.status, mlcp::proto::NodeStatus::Unhealthy as i32);
+
+        c.nodes
+            .report_task_result(report(&t.task_id, a2, "healthy", true))
+            .await
+            .unwrap();
+        let late = c
+            .nodes
+            .report_task_result(report(&t.task_id, a1, "zombie", true))
+            .await
+            .expect_err("the zombie's result must not overwrite the real one");
+        assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+        let back = c
+            .nodes
+            .heartbeat(heartbeat(
+                "zombie",
+                vec![RunningAttempt {
+                    task_id: t.task_id.clone(),
+                    attempt: a1,
+                }],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            back.registered,
+            "a returning node is registered HEALTHY again"
+        );
+        assert_eq!(
+            back.abort,
+            vec![RunningAttempt {
+                task_id: t.task_id.clone(),
+                attempt: a1
+            }]
+        );
+        let done = get(&mut c, &t.task_id).await;
+        assert_eq!(done.status, TaskStatus::Completed as i32);
+        assert_eq!(done.assigned_node_id, "healthy");
+    });
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}
+
+/// Operator controls on one controller: a watch follows a task to its terminal state, a
+/// cancel ends a task that can never be placed (and repeating it is harmless), a finished
+/// task cannot be cancelled, and a drained node receives no new placements until undrained.
+#[test]
+fn cancel_watch_and_drain() {
+    use mlcp::proto::{CancelTaskRequest, DrainNodeRequest, TaskConstraints, WatchTaskRequest};
+    use tokio_stream::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let addr = server.grpc_addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(addr).await;
+        wait_for_leader(&mut c).await;
+        c.nodes
+            .heartbeat(heartbeat("agent-d", vec![]))
+            .await
+            .unwrap();
+
+        // A task no node can take stays PENDING until cancelled; the watch sees it end.
+        let nowhere = SubmitTaskRequest {
+            constraints: Some(TaskConstraints {
+                region: "nowhere".into(),
+                ..Default::default()
+            }),
+            ..submit("{}")
+        };
+        let t = c
+            .tasks
+            .submit_task(nowhere)
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let mut watch = c
+            .tasks
+            .watch_task(WatchTaskRequest {
+                task_id: t.task_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.next().await.unwrap().unwrap().task.unwrap();
+        assert_eq!(first.status, TaskStatus::Pending as i32);
+        let cancel = || CancelTaskRequest {
+            task_id: t.task_id.clone(),
+            reason: "test".into(),
+        };
+        let cancelled = c
+            .tasks
+            .cancel_task(cancel())
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        assert_eq!(cancelled.status, TaskStatus::Cancelled as i32);
+        let mut last = first;
+        while let Some(update) = watch.next().await {
+            last = update.unwrap().task.unwrap();
+        }
+        assert_eq!(
+            last.status,
+            TaskStatus::Cancelled as i32,
+            "the watch ends after a terminal state"
+        );
+        c.tasks
+            .cancel_task(cancel())
+            .await
+            .expect("cancelling again succeeds");
+
+        // A completed task cannot be cancelled.
+        let done = c
+            .tasks
+            .submit_task(submit("{}"))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let a = poll_for(&mut c, "agent-d", &done.task_id).await;
+        c.nodes
+            .report_task_result(report(&done.task_id, a, "agent-d", true))
+            .await
+            .unwrap();
+        let e = c
+            .tasks
+            .cancel_task(CancelTaskRequest {
+                task_id: done.task_id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = c
+            .tasks
+            .cancel_task(CancelTaskRequest {
+                task_id: "bad".into(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+
+        // Drain: no new placements on the node until it is undrained.
+        let drained = c
+            .cluster
+            .drain_node(DrainNodeRequest {
+                node_id: "agent-d".into(),
+                deadline_ms: 0,
+                drain: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            drained.node.unwrap().status,
+            mlcp::proto::NodeStatus::Draining as i32
+        );
+        let waiting = c
+            .tasks
+            .submit_task(submit("{}"))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let p = c
+            .nodes
+            .poll_task(PollTaskRequest {
+                node_id: "agent-d".into(),
+                wait_ms: 300,
+                free_slots: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            p.assignments.is_empty(),
+            "a draining node gets nothing new: {p:?}"
+        );
+        c.cluster
+            .drain_node(DrainNodeRequest {
+                node_id: "agent-d".into(),
+                deadline_ms: 0,
+                drain: false,
+            })
+            .await
+            .unwrap();
+        poll_for(&mut c, "agent-d", &waiting.task_id).await;
+        let e = c
+            .cluster
+            .drain_node(DrainNodeRequest {
+                node_id: "ghost".into(),
+                deadline_ms: 0,
+                drain: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    });
     shutdown.cancel();
     server.join().expect("clean shutdown");
 }

@@ -68,6 +68,7 @@ pub struct SubmitTask {
     /// Count, 1..=100 (0 = default 3).
     #[prost(uint32, tag = "4")]
     pub max_attempts: u32,
+    /// Higher runs first (dimensionless).
     #[prost(int32, tag = "5")]
     pub priority: i32,
     #[prost(message, optional, tag = "6")]
@@ -109,6 +110,7 @@ pub struct AssignTasks {
 pub struct AckStarted {
     #[prost(string, tag = "1")]
     pub task_id: ::prost::alloc::string::String,
+    /// Attempt number (count).
     #[prost(uint32, tag = "2")]
     pub attempt: u32,
     #[prost(string, tag = "3")]
@@ -119,6 +121,7 @@ pub struct AckStarted {
 pub struct ReportResult {
     #[prost(string, tag = "1")]
     pub task_id: ::prost::alloc::string::String,
+    /// Attempt number (count).
     #[prost(uint32, tag = "2")]
     pub attempt: u32,
     #[prost(string, tag = "3")]
@@ -315,6 +318,7 @@ pub struct ManifestState {
 pub struct NodeTerm {
     #[prost(string, tag = "1")]
     pub node_id: ::prost::alloc::string::String,
+    /// Raft term (count).
     #[prost(uint64, tag = "2")]
     pub term: u64,
 }

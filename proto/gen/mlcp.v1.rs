@@ -1894,6 +1894,7 @@ pub struct AddMemberResponse {
 #[derive(serde::Serialize, serde::Deserialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PromoteMemberRequest {
+    /// Raft id of the learner to promote (an id, not a quantity).
     #[prost(uint64, tag = "1")]
     pub id: u64,
 }
@@ -1906,6 +1907,7 @@ pub struct PromoteMemberResponse {
 #[derive(serde::Serialize, serde::Deserialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveMemberRequest {
+    /// Raft id of the member to remove (an id, not a quantity).
     #[prost(uint64, tag = "1")]
     pub id: u64,
 }

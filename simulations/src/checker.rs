@@ -335,10 +335,11 @@ impl Checker {
                     "leader completeness: node {id} holds the first entry of term {term} at index {first}, but index {needed} was committed before term {term}"
                 );
             }
-            for (&index, &(t, h)) in self
-                .committed
-                .range(after.first_index()..first.min(needed.next()))
-            {
+            let (from, to) = (after.first_index(), first.min(needed.next()));
+            if from >= to {
+                continue;
+            }
+            for (&index, &(t, h)) in self.committed.range(from..to) {
                 match after.entry(index) {
                     Some(e) if e.term == t && h.is_none_or(|h| h == entry_hash(e)) => {}
                     other => violation!(

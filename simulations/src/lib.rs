@@ -17,6 +17,7 @@ pub mod checker;
 pub mod cluster;
 pub mod disk;
 pub mod kv;
+pub mod lifecycle;
 pub mod net;
 pub mod sim;
 

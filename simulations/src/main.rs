@@ -34,6 +34,9 @@ struct Args {
     /// Run each seed twice and require equal trace hashes.
     #[arg(long)]
     check_determinism: bool,
+    /// Simulate the task lifecycle (manifest, scheduler, liveness, agents) instead of the KV.
+    #[arg(long)]
+    lifecycle: bool,
 }
 
 fn parse_nodes(s: &str) -> Result<u64, String> {
@@ -57,6 +60,9 @@ fn reproduce_command(seed: u64, args: &Args) -> String {
 
 /// Runs one seed, printing its parameters first and its verdict last. Returns the exit code.
 fn one(seed: u64, args: &Args) -> i32 {
+    if args.lifecycle {
+        return simulations::lifecycle::main_one(seed, args.check_determinism);
+    }
     let overrides = Overrides {
         ticks: args.ticks,
         nodes: args.nodes,

@@ -58,6 +58,8 @@ pub struct Network {
     /// Directed links `(from, to)` that lose everything (partitions, one-way included).
     pub blocked: BTreeSet<(NodeId, NodeId)>,
     in_flight: Vec<InFlight>,
+    /// Latest delivery step scheduled per directed link (for FIFO links).
+    link_last: std::collections::BTreeMap<(NodeId, NodeId), u64>,
     next_seq: u64,
     /// Messages sent, dropped and duplicated so far.
     pub sent: u64,
@@ -74,6 +76,7 @@ impl Network {
             faults,
             blocked: BTreeSet::new(),
             in_flight: Vec::new(),
+            link_last: std::collections::BTreeMap::new(),
             next_seq: 0,
             sent: 0,
             dropped: 0,
@@ -103,17 +106,13 @@ impl Network {
         per_mille > 0 && rng.random_range(0..1000) < per_mille
     }
 
-    fn delivery_step(&self, msg: &Message, now: u64, rng: &mut ChaCha8Rng) -> u64 {
+    fn delivery_step(&mut self, msg: &Message, now: u64, rng: &mut ChaCha8Rng) -> u64 {
         let f = &self.faults;
         let mut at = now + rng.random_range(f.delay_steps_min..=f.delay_steps_max);
         if !f.reorder {
-            let last_on_link = self
-                .in_flight
-                .iter()
-                .filter(|m| m.msg.from == msg.from && m.msg.to == msg.to)
-                .map(|m| m.deliver_at)
-                .max();
-            at = at.max(last_on_link.unwrap_or(0));
+            let last = self.link_last.entry((msg.from, msg.to)).or_insert(0);
+            at = at.max(*last);
+            *last = at;
         }
         at
     }
@@ -162,6 +161,16 @@ impl Network {
             }
         });
         taken
+    }
+
+    /// Number of messages in flight.
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether no message is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
     }
 
     /// Messages in flight, in send order.

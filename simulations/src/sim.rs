@@ -68,7 +68,11 @@ pub struct Overrides {
 
 /// Default length of the safety phase in ticks (sized so a release build runs a seed in well
 /// under a second and still sees crashes, partitions, snapshots and membership changes).
-pub const TICKS_DEFAULT: u64 = 1500;
+pub const TICKS_DEFAULT: u64 = 10_000;
+
+/// More messages than this in flight at once is a message storm: the run fails as a
+/// liveness failure rather than grinding on.
+pub const IN_FLIGHT_MSGS_MAX: usize = 20_000;
 
 impl Params {
     /// Draws every parameter from `seed` (swarm testing: each fault may be off entirely).
@@ -259,7 +263,8 @@ struct Client {
 pub fn run(params: &Params) -> Report {
     let mut sim = Sim::new(params);
     let outcome = match sim.safety_phase() {
-        Err(v) => Outcome::Safety(v),
+        Err(Failure::Safety(v)) => Outcome::Safety(v),
+        Err(Failure::Liveness(why)) => Outcome::Liveness(why),
         Ok(()) => match sim.liveness_phase() {
             Err(Failure::Safety(v)) => Outcome::Safety(v),
             Err(Failure::Liveness(why)) => Outcome::Liveness(why),
@@ -346,45 +351,64 @@ impl<'a> Sim<'a> {
         self.cluster.nodes.keys().copied().collect()
     }
 
-    fn safety_phase(&mut self) -> Result<(), Violation> {
+    fn safety_phase(&mut self) -> Result<(), Failure> {
         for _ in 0..self.p.ticks {
             self.tick_once(true)?;
         }
         Ok(())
     }
 
-    fn tick_once(&mut self, faults: bool) -> Result<(), Violation> {
+    fn tick_once(&mut self, faults: bool) -> Result<(), Failure> {
         self.tick += 1;
         for id in self.node_ids() {
             self.cluster.tick(id);
         }
+        // A crash lands on a random step of the tick, so it can hit a shell at any stage of
+        // its Ready (before the write, mid-write, before persisted messages, after apply).
+        let mut crash_at_step = None;
         if faults {
-            self.inject_faults()?;
+            if self.p.crash_per_mille > 0 && self.rng.random_range(0..1000) < self.p.crash_per_mille
+            {
+                crash_at_step = Some(self.rng.random_range(0..self.p.steps_per_tick));
+            }
+            self.inject_partitions();
             self.drive_membership();
             self.maybe_transfer();
         }
         self.restart_due()?;
         self.drive_clients(faults);
-        for _ in 0..self.p.steps_per_tick {
+        for step in 0..self.p.steps_per_tick {
+            if crash_at_step == Some(step) {
+                self.crash_random_node()?;
+            }
             self.cluster.step()?;
             self.settle_clients()?;
+        }
+        if self.cluster.net.len() > IN_FLIGHT_MSGS_MAX {
+            return Err(Failure::Liveness(format!(
+                "message storm: {} messages in flight at tick {} (bound {IN_FLIGHT_MSGS_MAX})",
+                self.cluster.net.len(),
+                self.tick
+            )));
         }
         Ok(())
     }
 
-    fn inject_faults(&mut self) -> Result<(), Violation> {
-        if self.p.crash_per_mille > 0 && self.rng.random_range(0..1000) < self.p.crash_per_mille {
-            let up: Vec<NodeId> = self
-                .node_ids()
-                .into_iter()
-                .filter(|id| self.cluster.nodes[id].is_up())
-                .collect();
-            if let Some(&victim) = up.choose(&mut self.rng) {
-                self.cluster.crash(victim)?;
-                let down = self.rng.random_range(1..=self.p.down_ticks_max);
-                self.down_until.insert(victim, self.tick + down);
-            }
+    fn crash_random_node(&mut self) -> Result<(), Violation> {
+        let up: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|id| self.cluster.nodes[id].is_up())
+            .collect();
+        if let Some(&victim) = up.choose(&mut self.rng) {
+            self.cluster.crash(victim)?;
+            let down = self.rng.random_range(1..=self.p.down_ticks_max);
+            self.down_until.insert(victim, self.tick + down);
         }
+        Ok(())
+    }
+
+    fn inject_partitions(&mut self) {
         if let Some(until) = self.partition_until
             && self.tick >= until
         {
@@ -397,7 +421,6 @@ impl<'a> Sim<'a> {
         {
             self.start_partition();
         }
-        Ok(())
     }
 
     fn start_partition(&mut self) {

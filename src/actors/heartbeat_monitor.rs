@@ -19,22 +19,28 @@
 //!   halfway through loses nothing (level-triggered, issue 4 §5, SCENARIOS S10);
 //! - `RequeueTasks` (ORPHANED) for RUNNING attempts a node stopped reporting for a while.
 //!
-//! The decisions are the pure functions in [`liveness`]; this actor only feeds them the clock
-//! and the manifest and proposes what they return.
+//! The decisions are the pure liveness core ([`crate::scheduler::liveness::Liveness`]); this
+//! actor only feeds it the clock, heartbeats and (through the manifest actor, which owns the
+//! state it reads) the manifest, and proposes what it returns.
 
-use std::collections::BTreeMap;
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::manifest::{CheckHeartbeat, ListNodes, ManifestActor};
+use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, ManifestActor};
 use crate::actors::proposer::{ProposeError, Proposer, wall_clock_ms};
+use crate::actors::raft::GetRaftStatus;
 use crate::actors::{LeadershipChanged, ProposeFailure};
 use crate::manifest::command::{
     AttemptRef, Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks,
 };
-use crate::proto::{ClusterAlert, NodeStatus, RunningAttempt};
-use crate::raft::{NodeId, Term};
+use crate::proto::{ClusterAlert, RunningAttempt};
+use crate::raft::{NodeId, Role, Term};
+use crate::scheduler::liveness::{Liveness, LivenessConfig};
 
 /// Mailbox bound of the monitor (messages). Heartbeats beyond it wait in `send`.
 pub const MONITOR_MAILBOX_MESSAGES_MAX: usize = 16_384;
@@ -42,135 +48,27 @@ pub const MONITOR_MAILBOX_MESSAGES_MAX: usize = 16_384;
 /// Tunables of the monitor.
 #[derive(Clone, Debug)]
 pub struct MonitorOptions {
-    /// A node not heard from for this long is stale (raised to 3 heartbeat intervals when
-    /// the interval grows).
-    pub stale_after: Duration,
-    /// After becoming leader, no node is declared stale before this much time has passed.
-    pub leader_grace: Duration,
+    /// The pure core's tunables (stale timeout, grace, interval scaling, brake).
+    pub liveness: LivenessConfig,
     /// How often stale nodes and unhealthy nodes with unfinished work are rescanned.
     pub scan_interval: Duration,
-    /// Heartbeat interval handed to agents in a small cluster.
-    pub heartbeat_interval_min: Duration,
-    /// Cluster-wide heartbeats per second the leader aims to stay under; the interval grows
-    /// with the number of nodes to keep it (issue 4 §4).
-    pub cluster_heartbeats_per_sec_max: u64,
-    /// Share of tracked nodes going stale together that trips the brake (issue 4 §6).
-    pub mass_failure_fraction: f64,
-    /// The brake only applies with at least this many tracked nodes.
-    pub mass_failure_nodes_min: usize,
-    /// Most nodes declared lost per scan (bounded reassignment after the brake releases).
-    pub nodes_lost_per_scan_max: usize,
     /// A RUNNING attempt missing from its node's heartbeats for this long is requeued.
     pub orphan_after: Duration,
 }
 
 impl MonitorOptions {
-    /// Defaults derived from the stale timeout.
+    /// Defaults derived from the stale timeout (`ServerOptions::node_stale_after`).
     pub fn with_stale_after(stale_after: Duration) -> Self {
+        let stale_ms = stale_after.as_millis() as u64;
         MonitorOptions {
-            stale_after,
-            leader_grace: stale_after + Duration::from_secs(2),
+            liveness: LivenessConfig {
+                stale_after_ms: stale_ms,
+                leader_grace_ms: stale_ms,
+                heartbeat_interval_min_ms: 1000.min(stale_ms / 3).max(1),
+                ..LivenessConfig::default()
+            },
             scan_interval: Duration::from_millis(500),
-            heartbeat_interval_min: Duration::from_millis(1000).min(stale_after / 3),
-            cluster_heartbeats_per_sec_max: 5_000,
-            mass_failure_fraction: 0.55,
-            mass_failure_nodes_min: 3,
-            nodes_lost_per_scan_max: 8,
             orphan_after: stale_after,
-        }
-    }
-}
-
-/// The pure liveness decisions: no clock (times are ms on the leader's monotonic clock,
-/// passed in), no I/O, fixed iteration order.
-pub mod liveness {
-    use std::collections::BTreeMap;
-
-    /// One scan's inputs for one node.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct NodeView {
-        /// Node id.
-        pub node_id: String,
-        /// True if committed HEALTHY or DRAINING (a node that may be declared lost).
-        pub up: bool,
-        /// Unfinished (ASSIGNED or RUNNING) attempts on the node (count).
-        pub active_tasks: usize,
-    }
-
-    /// What a scan decided.
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
-    pub struct ScanDecision {
-        /// Up nodes past their deadline, ascending by id.
-        pub stale: Vec<String>,
-        /// Nodes to propose `NodeLost` for now (stale ones unless braked, plus down nodes
-        /// still holding unfinished attempts), at most the per-scan bound.
-        pub declare_lost: Vec<String>,
-        /// True if the mass-failure brake is engaged.
-        pub braked: bool,
-    }
-
-    /// Heartbeat interval for `nodes` nodes (ms): the minimum, grown so that `nodes` heartbeats
-    /// per interval stay under `per_sec_max` per second.
-    pub fn heartbeat_interval_ms(nodes: usize, min_ms: u64, per_sec_max: u64) -> u64 {
-        let per_sec_max = per_sec_max.max(1);
-        let scaled = (nodes as u64).saturating_mul(1000).div_ceil(per_sec_max);
-        scaled.max(min_ms)
-    }
-
-    /// Stale timeout in effect (ms): never less than three heartbeat intervals.
-    pub fn stale_after_ms(stale_after_ms: u64, interval_ms: u64) -> u64 {
-        stale_after_ms.max(interval_ms.saturating_mul(3))
-    }
-
-    /// Decide which nodes are stale and which to declare lost.
-    ///
-    /// A node is stale when `now_ms` is past both `last_seen + stale_after` and
-    /// `leader_since + grace` (every node gets the grace after a leader change, SCENARIOS
-    /// S4). When at least `fraction` of at least `nodes_min` up nodes are stale together, the
-    /// brake engages: the fault is most likely the leader's own (SCENARIOS S9), so no stale
-    /// node is declared lost. Down nodes that still hold unfinished attempts are always
-    /// rescanned (level-triggered, SCENARIOS S10).
-    #[allow(clippy::too_many_arguments)]
-    pub fn scan(
-        nodes: &[NodeView],
-        last_seen_ms: &BTreeMap<String, u64>,
-        now_ms: u64,
-        leader_since_ms: u64,
-        stale_after_ms: u64,
-        grace_ms: u64,
-        fraction: f64,
-        nodes_min: usize,
-        lost_per_scan_max: usize,
-    ) -> ScanDecision {
-        let grace_over = now_ms >= leader_since_ms.saturating_add(grace_ms);
-        let mut up = 0usize;
-        let mut stale = Vec::new();
-        let mut rescan = Vec::new();
-        for n in nodes {
-            if n.up {
-                up += 1;
-                let seen = last_seen_ms
-                    .get(&n.node_id)
-                    .copied()
-                    .unwrap_or(leader_since_ms);
-                if grace_over && now_ms >= seen.saturating_add(stale_after_ms) {
-                    stale.push(n.node_id.clone());
-                }
-            } else if n.active_tasks > 0 {
-                rescan.push(n.node_id.clone());
-            }
-        }
-        stale.sort();
-        rescan.sort();
-        let braked =
-            up >= nodes_min && !stale.is_empty() && stale.len() as f64 >= fraction * up as f64;
-        let mut declare_lost: Vec<String> = if braked { Vec::new() } else { stale.clone() };
-        declare_lost.extend(rescan);
-        declare_lost.truncate(lost_per_scan_max);
-        ScanDecision {
-            stale,
-            declare_lost,
-            braked,
         }
     }
 }
@@ -226,57 +124,59 @@ pub struct MonitorReport {
     pub usage: BTreeMap<String, LiveUsage>,
 }
 
-/// Anyone → monitor: alerts, interval and live usage.
-#[derive(Message, Debug)]
+/// Anyone → monitor: alerts, interval, and live usage of the given nodes.
+#[derive(Message, Debug, Default)]
 #[rtype(result = "MonitorReport")]
-pub struct GetMonitorReport;
+pub struct GetMonitorReport {
+    /// Nodes whose live figures are wanted (empty = none).
+    pub node_ids: Vec<String>,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Scan;
 
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    at_ms: u64,
-    usage: LiveUsage,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Leadership {
-    term: Term,
-    since_ms: u64,
-}
-
 /// The heartbeat monitor actor. See the module docs.
 pub struct HeartbeatMonitorActor {
     opts: MonitorOptions,
     clock_origin: Instant,
+    /// Shared with the manifest actor only for the duration of an evaluation (both run on
+    /// the same arbiter, so the lock is never contended).
+    liveness: Arc<Mutex<Liveness>>,
     manifest: Addr<ManifestActor>,
     proposer: Proposer,
-    leadership: Option<Leadership>,
+    raft_status: Recipient<GetRaftStatus>,
+    term: Option<Term>,
     known_leader: Option<NodeId>,
-    seen: BTreeMap<String, Seen>,
-    /// RUNNING attempts a node stopped reporting: (node, attempt) → first noticed (ms).
+    /// RUNNING attempts a node stopped reporting: (node, task, attempt) → first noticed (ms).
     missing_since: BTreeMap<(String, String, u32), u64>,
     node_count: usize,
-    alert: Option<ClusterAlert>,
+    braked: bool,
     scanning: bool,
 }
 
 impl HeartbeatMonitorActor {
-    /// A monitor reading `manifest` and proposing through `proposer`.
-    pub fn new(opts: MonitorOptions, manifest: Addr<ManifestActor>, proposer: Proposer) -> Self {
+    /// A monitor reading `manifest`, proposing through `proposer` and asking `raft_status`
+    /// whether this leader still has a quorum.
+    pub fn new(
+        opts: MonitorOptions,
+        manifest: Addr<ManifestActor>,
+        proposer: Proposer,
+        raft_status: Recipient<GetRaftStatus>,
+    ) -> Self {
+        let liveness = Arc::new(Mutex::new(Liveness::new(opts.liveness.clone())));
         HeartbeatMonitorActor {
             opts,
             clock_origin: Instant::now(),
+            liveness,
             manifest,
             proposer,
-            leadership: None,
+            raft_status,
+            term: None,
             known_leader: None,
-            seen: BTreeMap::new(),
             missing_since: BTreeMap::new(),
             node_count: 0,
-            alert: None,
+            braked: false,
             scanning: false,
         }
     }
@@ -286,12 +186,12 @@ impl HeartbeatMonitorActor {
         self.clock_origin.elapsed().as_millis() as u64
     }
 
+    fn core(&self) -> MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn interval_ms(&self) -> u64 {
-        liveness::heartbeat_interval_ms(
-            self.node_count.max(self.seen.len()),
-            self.opts.heartbeat_interval_min.as_millis() as u64,
-            self.opts.cluster_heartbeats_per_sec_max,
-        )
+        self.core().heartbeat_interval_ms(self.node_count)
     }
 
     fn not_leader(&self) -> ProposeError {
@@ -306,7 +206,7 @@ impl HeartbeatMonitorActor {
     fn note_orphans(&mut self, node_id: &str, orphaned: Vec<AttemptRef>) -> Vec<AttemptRef> {
         let now = self.now_ms();
         let limit = self.opts.orphan_after.as_millis() as u64;
-        let current: std::collections::BTreeSet<(String, String, u32)> = orphaned
+        let current: BTreeSet<(String, String, u32)> = orphaned
             .iter()
             .map(|a| (node_id.to_string(), a.task_id.clone(), a.attempt))
             .collect();
@@ -343,25 +243,24 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
 
     fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
         self.known_leader = msg.leader;
-        match (msg.is_leader, self.leadership) {
-            (true, Some(l)) if l.term == msg.term => {}
+        match (msg.is_leader, self.term) {
+            (true, Some(t)) if t == msg.term => {}
             (true, _) => {
-                // A new leadership: every node's clock restarts with a grace period.
-                self.leadership = Some(Leadership {
-                    term: msg.term,
-                    since_ms: self.now_ms(),
-                });
-                self.seen.clear();
+                // A new leadership: no heartbeat history is trusted and every node gets the
+                // grace period from now.
+                let now = self.now_ms();
+                self.core().become_leader(now);
+                self.term = Some(msg.term);
                 self.missing_since.clear();
                 tracing::info!(term = %msg.term, "heartbeat monitor active (leader)");
             }
             (false, _) => {
-                if self.leadership.take().is_some() {
+                if self.term.take().is_some() {
                     tracing::info!(term = %msg.term, "heartbeat monitor idle (not leader)");
                 }
-                self.seen.clear();
+                self.core().step_down();
                 self.missing_since.clear();
-                self.alert = None;
+                self.braked = false;
             }
         }
     }
@@ -371,23 +270,19 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
     type Result = ResponseActFuture<Self, Result<HeartbeatReply, ProposeError>>;
 
     fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) -> Self::Result {
-        let Some(leadership) = self.leadership else {
+        let Some(term) = self.term else {
             let err = self.not_leader();
             return Box::pin(fut::ready(Err(err)));
         };
         let now = self.now_ms();
         let node_id = msg.registration.node_id.clone();
-        self.seen.insert(
-            node_id.clone(),
-            Seen {
-                at_ms: now,
-                usage: LiveUsage {
-                    cpu_usage: msg.cpu_usage,
-                    memory_usage: msg.memory_usage,
-                    last_heartbeat_ms: wall_clock_ms(),
-                    agent_time_ms: msg.agent_time_ms,
-                },
-            },
+        self.core().observe_heartbeat(
+            &node_id,
+            now,
+            wall_clock_ms(),
+            msg.cpu_usage,
+            msg.memory_usage,
+            msg.agent_time_ms,
         );
         let interval_ms = self.interval_ms();
         let manifest = self.manifest.clone();
@@ -407,7 +302,7 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
             let mut registered = false;
             if check.registration_changes {
                 proposer
-                    .propose(leadership.term, Kind::RegisterNode(registration))
+                    .propose(term, Kind::RegisterNode(registration))
                     .await?;
                 registered = true;
             }
@@ -418,7 +313,6 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
             let orphans = act.note_orphans(&node_id, check.orphaned);
             if !orphans.is_empty() {
                 let proposer = act.proposer.clone();
-                let term = leadership.term;
                 tracing::warn!(node = %node_id, count = orphans.len(), "requeueing attempts the node no longer runs");
                 actix::spawn(async move {
                     let cmd = Kind::RequeueTasks(RequeueTasks {
@@ -430,63 +324,78 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
                     }
                 });
             }
-            Ok(HeartbeatReply { interval_ms, abort: check.abort, registered })
+            Ok(HeartbeatReply {
+                interval_ms,
+                abort: check.abort,
+                registered,
+            })
         }))
     }
+}
+
+/// True if the leader heard from a quorum of voters recently (CheckQuorum's view): only
+/// then may it change a node's status (SCENARIOS S3).
+fn leader_can_commit(s: &crate::actors::raft::RaftStatus) -> bool {
+    let st = &s.status;
+    if st.soft.role != Role::Leader {
+        return false;
+    }
+    let active = st
+        .membership
+        .voters
+        .iter()
+        .filter(|id| **id == st.id || st.peers.get(id).is_some_and(|p| p.recent_active))
+        .count();
+    active >= st.membership.quorum()
 }
 
 impl Handler<Scan> for HeartbeatMonitorActor {
     type Result = ();
 
     fn handle(&mut self, _: Scan, ctx: &mut Context<Self>) {
-        let Some(leadership) = self.leadership else {
-            return;
-        };
+        let Some(term) = self.term else { return };
         if self.scanning {
             return;
         }
         self.scanning = true;
         let manifest = self.manifest.clone();
-        let fetch = async move { manifest.send(ListNodes { status: None }).await };
-        ctx.spawn(fetch.into_actor(self).then(move |nodes, act, _| {
-            let nodes = nodes.unwrap_or_default();
-            act.node_count = nodes.len();
-            let views: Vec<liveness::NodeView> = nodes
-                .iter()
-                .map(|n| liveness::NodeView {
-                    node_id: n.node_id.clone(),
-                    up: matches!(
-                        crate::manifest::node_status(n),
-                        NodeStatus::Healthy | NodeStatus::Draining
-                    ),
-                    active_tasks: n.active_tasks as usize,
+        let raft_status = self.raft_status.clone();
+        let liveness = self.liveness.clone();
+        let now_ms = self.now_ms();
+        let evaluate = async move {
+            let can_commit = raft_status
+                .send(GetRaftStatus)
+                .await
+                .is_ok_and(|s| leader_can_commit(&s));
+            manifest
+                .send(EvaluateLiveness {
+                    liveness,
+                    now_ms,
+                    leader_can_commit: can_commit,
                 })
-                .collect();
-            let interval = act.interval_ms();
-            let last_seen: BTreeMap<String, u64> =
-                act.seen.iter().map(|(k, s)| (k.clone(), s.at_ms)).collect();
-            let decision = liveness::scan(
-                &views,
-                &last_seen,
-                act.now_ms(),
-                leadership.since_ms,
-                liveness::stale_after_ms(act.opts.stale_after.as_millis() as u64, interval),
-                act.opts.leader_grace.as_millis() as u64,
-                act.opts.mass_failure_fraction,
-                act.opts.mass_failure_nodes_min,
-                act.opts.nodes_lost_per_scan_max,
-            );
-            act.update_alert(&decision, views.iter().filter(|v| v.up).count());
+                .await
+        };
+        ctx.spawn(evaluate.into_actor(self).then(move |res, act, _| {
             let proposer = act.proposer.clone();
-            let term = leadership.term;
-            async move {
-                for node_id in decision.declare_lost {
+            let mut work = Vec::new();
+            if let Ok((actions, node_count)) = res {
+                act.node_count = node_count;
+                act.note_brake(actions.brake_engaged);
+                for node_id in actions.lost_nodes {
                     tracing::warn!(node = %node_id, "declaring node lost; requeueing its unfinished attempts");
-                    let lost = Kind::NodeLost(NodeLost { node_id: node_id.clone() });
-                    if let Err(e) = proposer.propose(term, lost).await {
+                    work.push(Kind::NodeLost(NodeLost { node_id }));
+                }
+                if let Some(requeue) = actions.requeue {
+                    tracing::warn!(count = requeue.attempts.len(), "requeueing attempts left on unhealthy nodes");
+                    work.push(Kind::RequeueTasks(requeue));
+                }
+            }
+            async move {
+                for kind in work {
+                    if let Err(e) = proposer.propose(term, kind).await {
                         // Not committed (e.g. quorum lost): nothing changed; the next scan
                         // decides again from the committed state.
-                        tracing::warn!(node = %node_id, error = %e, "NodeLost not committed");
+                        tracing::warn!(error = %e, "liveness change not committed");
                         break;
                     }
                 }
@@ -498,117 +407,60 @@ impl Handler<Scan> for HeartbeatMonitorActor {
 }
 
 impl HeartbeatMonitorActor {
-    fn update_alert(&mut self, d: &liveness::ScanDecision, up: usize) {
-        if d.braked {
-            if self.alert.is_none() {
-                tracing::error!(
-                    stale = d.stale.len(),
-                    up,
-                    "mass node failure: {} of {} nodes went stale together; assuming the fault is this controller's and not reassigning",
-                    d.stale.len(),
-                    up
-                );
-            }
-            self.alert = Some(ClusterAlert {
-                code: "MASS_NODE_FAILURE".into(),
-                message: format!(
-                    "{} of {} nodes stopped heartbeating together; reassignment paused (threshold {:.0}%)",
-                    d.stale.len(),
-                    up,
-                    self.opts.mass_failure_fraction * 100.0
-                ),
-                since: self
-                    .alert
-                    .as_ref()
-                    .map(|a| a.since)
-                    .unwrap_or_else(wall_clock_ms),
-            });
-        } else if self.alert.take().is_some() {
-            tracing::info!("mass node failure cleared; reassigning at a bounded rate");
+    fn note_brake(&mut self, engaged: bool) {
+        if engaged && !self.braked {
+            let msg = self
+                .core()
+                .alert()
+                .map(|a| a.message.clone())
+                .unwrap_or_default();
+            tracing::error!(alert = "MASS_NODE_FAILURE", "{msg}");
+        } else if !engaged && self.braked {
+            tracing::info!("mass-failure brake released; reassigning at a bounded rate");
         }
+        self.braked = engaged;
     }
 }
 
 impl Handler<GetMonitorReport> for HeartbeatMonitorActor {
     type Result = MessageResult<GetMonitorReport>;
 
-    fn handle(&mut self, _: GetMonitorReport, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(MonitorReport {
-            alerts: self.alert.iter().cloned().collect(),
-            heartbeat_interval_ms: self.interval_ms(),
-            usage: self
-                .seen
-                .iter()
-                .map(|(k, s)| (k.clone(), s.usage))
-                .collect(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::liveness::*;
-    use std::collections::BTreeMap;
-
-    fn up(id: &str) -> NodeView {
-        NodeView {
-            node_id: id.into(),
-            up: true,
-            active_tasks: 1,
-        }
-    }
-
-    fn seen(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-    }
-
-    #[test]
-    fn interval_grows_with_nodes() {
-        assert_eq!(heartbeat_interval_ms(10, 1000, 5000), 1000);
-        assert_eq!(heartbeat_interval_ms(5000, 1000, 5000), 1000);
-        assert_eq!(heartbeat_interval_ms(10_000, 1000, 5000), 2000);
-        assert_eq!(stale_after_ms(5000, 2000), 6000);
-    }
-
-    #[test]
-    fn grace_after_leader_change_protects_every_node() {
-        let nodes = [up("a"), up("b"), up("c"), up("d")];
-        // Leader since t=10_000; nobody heard from yet; stale after 5 s, grace 7 s.
-        let d = scan(&nodes, &seen(&[]), 16_000, 10_000, 5000, 7000, 0.55, 3, 8);
-        assert!(d.stale.is_empty(), "{d:?}");
-        // After the grace only "d" (never heard from) is stale.
-        let s = seen(&[("a", 17_000), ("b", 17_000), ("c", 17_000)]);
-        let d = scan(&nodes, &s, 17_500, 10_000, 5000, 7000, 0.55, 3, 8);
-        assert_eq!(d.stale, vec!["d".to_string()]);
-        assert_eq!(d.declare_lost, vec!["d".to_string()]);
-        assert!(!d.braked);
-    }
-
-    #[test]
-    fn brake_stops_mass_reassignment_but_not_rescans() {
-        let mut nodes = vec![up("a"), up("b"), up("c"), up("d")];
-        nodes.push(NodeView {
-            node_id: "z".into(),
-            up: false,
-            active_tasks: 2,
-        });
-        let s = seen(&[("a", 0), ("b", 0), ("c", 0), ("d", 20_000)]);
-        let d = scan(&nodes, &s, 21_000, 0, 5000, 7000, 0.55, 3, 8);
-        assert_eq!(d.stale.len(), 3);
-        assert!(d.braked);
-        assert_eq!(d.declare_lost, vec!["z".to_string()]);
-    }
-
-    #[test]
-    fn lost_nodes_per_scan_are_bounded() {
-        let nodes: Vec<NodeView> = (0..10)
-            .map(|i| NodeView {
-                node_id: format!("n{i}"),
-                up: false,
-                active_tasks: 1,
+    fn handle(&mut self, msg: GetMonitorReport, _: &mut Context<Self>) -> Self::Result {
+        let now = self.now_ms();
+        let wall = wall_clock_ms();
+        let core = self.core();
+        let alerts = core
+            .alert()
+            .map(|a| ClusterAlert {
+                code: a.code.to_string(),
+                message: a.message.clone(),
+                // The core keeps monotonic time; shown as the wall-clock moment it was raised.
+                since: wall - now.saturating_sub(a.since_ms) as i64,
+            })
+            .into_iter()
+            .collect();
+        let usage = msg
+            .node_ids
+            .iter()
+            .filter_map(|id| {
+                core.seen(id).map(|s| {
+                    (
+                        id.clone(),
+                        LiveUsage {
+                            cpu_usage: s.cpu_usage,
+                            memory_usage: s.memory_usage,
+                            last_heartbeat_ms: s.wall_ms,
+                            agent_time_ms: s.agent_time_ms,
+                        },
+                    )
+                })
             })
             .collect();
-        let d = scan(&nodes, &seen(&[]), 100_000, 0, 5000, 7000, 0.55, 3, 4);
-        assert_eq!(d.declare_lost.len(), 4);
+        let heartbeat_interval_ms = core.heartbeat_interval_ms(self.node_count);
+        MessageResult(MonitorReport {
+            alerts,
+            heartbeat_interval_ms,
+            usage,
+        })
     }
 }

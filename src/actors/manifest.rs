@@ -14,7 +14,10 @@
 //!
 //! The actor never proposes anything: it only sees what the Raft log committed.
 
-use std::collections::BTreeMap;
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Context, Handler, Message, MessageResult, Recipient};
 use tokio::sync::watch;
@@ -27,6 +30,8 @@ use crate::manifest::command::{
 use crate::manifest::{Manifest, TaskId};
 use crate::proto::{Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus};
 use crate::raft::{EntryKind, LogIndex};
+use crate::scheduler::liveness::{Liveness, LivenessActions};
+use crate::scheduler::{self, PlacementLimits};
 
 /// Mailbox bound of the manifest actor (messages).
 pub const MANIFEST_MAILBOX_MESSAGES_MAX: usize = 4096;
@@ -159,6 +164,20 @@ pub struct PlanAssignments {
 pub struct PlanExpirations {
     /// The proposer's wall clock (unix ms).
     pub now_ms: i64,
+}
+
+/// Heartbeat monitor → manifest: run the pure liveness core over the current state. The
+/// monitor owns `liveness`; the manifest only borrows it for this evaluation. Answers the
+/// actions and the number of registered nodes.
+#[derive(Message)]
+#[rtype(result = "(LivenessActions, usize)")]
+pub struct EvaluateLiveness {
+    /// The monitor's liveness state.
+    pub liveness: Arc<Mutex<Liveness>>,
+    /// The monitor's monotonic clock (ms).
+    pub now_ms: u64,
+    /// Whether this leader still hears from a quorum (SCENARIOS S3).
+    pub leader_can_commit: bool,
 }
 
 /// Register the actor the manifest wakes when there may be new work to place.
@@ -436,7 +455,11 @@ impl Handler<CloneManifest> for ManifestActor {
 impl Handler<PlanAssignments> for ManifestActor {
     type Result = Option<AssignTasks>;
     fn handle(&mut self, msg: PlanAssignments, _: &mut Context<Self>) -> Self::Result {
-        let plan = placement::plan(&self.manifest, msg.now_ms, msg.batch_max);
+        let limits = PlacementLimits {
+            batch_assignments_max: msg.batch_max,
+            ..PlacementLimits::default()
+        };
+        let plan = scheduler::place(&self.manifest, msg.now_ms, &limits, &BTreeSet::new());
         (!plan.assignments.is_empty()).then_some(plan)
     }
 }
@@ -446,6 +469,15 @@ impl Handler<PlanExpirations> for ManifestActor {
     fn handle(&mut self, msg: PlanExpirations, _: &mut Context<Self>) -> Self::Result {
         let e = self.manifest.timed_out(msg.now_ms, |_| None, msg.now_ms);
         (!e.run_timed_out.is_empty() || !e.queue_timed_out.is_empty()).then_some(e)
+    }
+}
+
+impl Handler<EvaluateLiveness> for ManifestActor {
+    type Result = MessageResult<EvaluateLiveness>;
+    fn handle(&mut self, msg: EvaluateLiveness, _: &mut Context<Self>) -> Self::Result {
+        let mut liveness = msg.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let actions = liveness.evaluate(msg.now_ms, &self.manifest, msg.leader_can_commit);
+        MessageResult((actions, self.manifest.node_count()))
     }
 }
 
@@ -468,78 +500,5 @@ fn assignment_of(t: &Task) -> TaskAssignment {
         task_type: t.task_type.clone(),
         task_data: t.task_data.clone(),
         run_timeout_ms: t.run_timeout_ms,
-    }
-}
-
-/// Placement until the pure `crate::scheduler` core lands: least-loaded among schedulable
-/// nodes that satisfy the constraints and have the resources, higher priority first, then
-/// submission order, ties by node id (DESIGN.md "Scheduling").
-mod placement {
-    use std::collections::BTreeMap;
-
-    use crate::manifest::command::{AssignTasks, Assignment};
-    use crate::manifest::{Manifest, Resources, node_status};
-    use crate::proto::{Node, NodeStatus, TaskConstraints};
-
-    fn schedulable(n: &Node) -> bool {
-        node_status(n) == NodeStatus::Healthy && !n.draining
-    }
-
-    fn matches(n: &Node, c: Option<&TaskConstraints>) -> bool {
-        c.is_none_or(|c| {
-            (c.cloud_provider.is_empty() || c.cloud_provider == n.cloud_provider)
-                && (c.region.is_empty() || c.region == n.region)
-                && c.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v))
-        })
-    }
-
-    pub(super) fn plan(m: &Manifest, now_ms: i64, batch_max: usize) -> AssignTasks {
-        let nodes: Vec<Node> = m.all_nodes().into_iter().filter(schedulable).collect();
-        // What this batch has already placed on each node, on top of the committed usage.
-        let mut planned: BTreeMap<String, Resources> = BTreeMap::new();
-        let mut load: BTreeMap<String, u64> = nodes
-            .iter()
-            .map(|n| (n.node_id.clone(), u64::from(n.active_tasks)))
-            .collect();
-        let mut out = AssignTasks::default();
-        for key in m.pending_keys() {
-            if out.assignments.len() >= batch_max {
-                break;
-            }
-            let Some(t) = m.get_task(&key.task_id) else {
-                continue;
-            };
-            if t.not_before > now_ms {
-                continue;
-            }
-            let need = Resources::of_request(t.resources.as_ref());
-            let best = nodes
-                .iter()
-                .filter(|n| matches(n, t.constraints.as_ref()))
-                .filter(|n| {
-                    let p = planned.get(&n.node_id).copied().unwrap_or_default();
-                    let total = Resources {
-                        slots: p.slots + need.slots,
-                        cpu_millis: p.cpu_millis + need.cpu_millis,
-                        memory_mb: p.memory_mb + need.memory_mb,
-                        gpus: p.gpus + need.gpus,
-                    };
-                    m.lacking_resource(&n.node_id, &total).is_none()
-                })
-                .min_by_key(|n| (load[&n.node_id], n.node_id.clone()));
-            let Some(node) = best else { continue };
-            let p = planned.entry(node.node_id.clone()).or_default();
-            p.slots += need.slots;
-            p.cpu_millis += need.cpu_millis;
-            p.memory_mb += need.memory_mb;
-            p.gpus += need.gpus;
-            *load.get_mut(&node.node_id).expect("node listed") += 1;
-            out.assignments.push(Assignment {
-                task_id: t.task_id.clone(),
-                node_id: node.node_id.clone(),
-                attempt: t.attempt + 1,
-            });
-        }
-        out
     }
 }

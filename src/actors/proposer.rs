@@ -5,6 +5,8 @@
 //! command, so `apply` itself never reads a clock (DESIGN.md "The manifest"). A command is
 //! acknowledged only once it is committed and applied on this controller (issue 4 §2).
 
+#![warn(missing_docs)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::{MailboxError, Recipient};

@@ -12,7 +12,9 @@
 //! [`crate::actors::manifest`]) and on a timer (backoff delays end, run and queue timeouts
 //! expire without any command to wake it).
 
-use std::time::Duration;
+#![warn(missing_docs)]
+
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -32,6 +34,8 @@ pub struct SchedulerOptions {
     pub batch_assignments_max: usize,
     /// Run at least this often even when nothing woke it.
     pub interval: Duration,
+    /// Look for run and queue timeouts at most this often (a full scan of the tasks).
+    pub expiry_interval: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -39,6 +43,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             batch_assignments_max: 256,
             interval: Duration::from_millis(250),
+            expiry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -56,6 +61,7 @@ pub struct SchedulerActor {
     term: Option<Term>,
     running: bool,
     woken: bool,
+    last_expiry: Option<Instant>,
 }
 
 impl SchedulerActor {
@@ -68,6 +74,7 @@ impl SchedulerActor {
             term: None,
             running: false,
             woken: false,
+            last_expiry: None,
         }
     }
 
@@ -84,9 +91,16 @@ impl SchedulerActor {
         let manifest = self.manifest.clone();
         let proposer = self.proposer.clone();
         let batch_max = self.opts.batch_assignments_max;
+        let expire_now = self
+            .last_expiry
+            .is_none_or(|t| t.elapsed() >= self.opts.expiry_interval);
+        if expire_now {
+            self.last_expiry = Some(Instant::now());
+        }
         let work = async move {
             let now_ms = wall_clock_ms();
-            if let Ok(Some(expire)) = manifest.send(PlanExpirations { now_ms }).await
+            if expire_now
+                && let Ok(Some(expire)) = manifest.send(PlanExpirations { now_ms }).await
                 && let Err(e) = proposer.propose(term, Kind::ExpireTasks(expire)).await
             {
                 tracing::debug!(error = %e, "expiry not committed");

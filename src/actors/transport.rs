@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::actors::wire::encode_message;
 use crate::proto::RaftBatch;
 use crate::proto::raft_service_client::RaftServiceClient;
 use crate::raft::{Message, NodeId};
@@ -288,12 +287,12 @@ struct PeerSender {
 impl PeerSender {
     async fn run(mut self, mut rx: mpsc::Receiver<Vec<Message>>) {
         while let Some(first) = rx.recv().await {
-            let mut encoded: Vec<Vec<u8>> = first.into_iter().map(encode_message).collect();
+            let mut encoded: Vec<Vec<u8>> = first.iter().map(Message::encode_to_vec).collect();
             let mut bytes: usize = encoded.iter().map(Vec::len).sum();
             while bytes < self.call_bytes_max {
                 let Ok(more) = rx.try_recv() else { break };
-                for m in more {
-                    let e = encode_message(m);
+                for m in &more {
+                    let e = m.encode_to_vec();
                     bytes += e.len();
                     encoded.push(e);
                 }

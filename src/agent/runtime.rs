@@ -67,8 +67,9 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A controller refused the registration heartbeat with a definite error (e.g.
-    /// INVALID_ARGUMENT naming a field); retrying would not help.
+    /// A controller refused the registration heartbeat because of the agent's own settings
+    /// (INVALID_ARGUMENT naming a field, PERMISSION_DENIED, UNAUTHENTICATED, UNIMPLEMENTED);
+    /// retrying would not help. Other refusals are retried.
     #[error("registration rejected by the cluster ({code:?}): {message}")]
     RegistrationRejected {
         /// The gRPC status code.
@@ -339,11 +340,15 @@ async fn heartbeat_loop(
             }
             Err(CallError::Cancelled) => return,
             Err(CallError::Rejected(status)) => {
-                if let Some(tx) = registered.take() {
-                    let _ = tx.send(Err(AgentError::RegistrationRejected {
-                        code: status.code(),
-                        message: status.message().to_owned(),
-                    }));
+                // Only a refusal of the agent's own settings is final; anything else (a
+                // proposal that raced a leader change, say) is retried at the next beat.
+                if registered.is_some() && registration_is_refused(status.code()) {
+                    if let Some(tx) = registered.take() {
+                        let _ = tx.send(Err(AgentError::RegistrationRejected {
+                            code: status.code(),
+                            message: status.message().to_owned(),
+                        }));
+                    }
                     return;
                 }
                 tracing::warn!(code = ?status.code(), message = status.message(), "heartbeat rejected");
@@ -354,6 +359,18 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Whether a rejected first heartbeat means the agent's settings are unacceptable, so
+/// retrying cannot help.
+fn registration_is_refused(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+    )
 }
 
 /// Long-poll while a slot is free, until `shutdown` fires.

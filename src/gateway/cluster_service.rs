@@ -2,6 +2,8 @@
 //! node drain. Status and snapshots answer for the receiving controller; changes run on the
 //! leader (followers forward).
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -103,7 +105,7 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
         .map_err(|e| ctx.mailbox_status(e))?;
     let monitor = ctx
         .monitor
-        .send(GetMonitorReport)
+        .send(GetMonitorReport::default())
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     let st = &raft.status;
@@ -141,9 +143,10 @@ async fn nodes_with_usage(ctx: &Ctx, status: Option<NodeStatus>) -> Result<Vec<N
         .send(ListNodes { status })
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
+    let node_ids = nodes.iter().map(|n| n.node_id.clone()).collect();
     let report = ctx
         .monitor
-        .send(GetMonitorReport)
+        .send(GetMonitorReport { node_ids })
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     for n in &mut nodes {
@@ -311,7 +314,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
-        validate_node_id("node_id", &req.get_ref().node_id)?;
+        validate_node_id(&req.get_ref().node_id)?;
         let deadline_ms = req.get_ref().deadline_ms.min(DRAIN_DEADLINE_MS_MAX);
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));

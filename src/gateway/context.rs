@@ -1,6 +1,8 @@
 //! What every gateway service holds: the actors it calls and the leader view, plus the one
 //! place that maps actor errors to gRPC statuses.
 
+#![warn(missing_docs)]
+
 use actix::{Addr, MailboxError, Recipient};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

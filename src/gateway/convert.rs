@@ -4,24 +4,22 @@
 //! Each conversion destructures the request message fully, so a field added to the proto
 //! breaks the build here until it is handled.
 
+#![warn(missing_docs)]
+
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::manifest::TaskId;
-
+use crate::manifest::validate::{self, Limits};
+use crate::manifest::{ManifestError, TaskId};
 use crate::proto;
 use crate::proto::internal;
 
-/// Longest `task_type`, in characters (issue 3).
-pub const TASK_TYPE_CHARS_MAX: usize = 128;
+pub use crate::manifest::validate::{
+    IDEMPOTENCY_KEY_CHARS_MAX, MAX_ATTEMPTS_MAX, NODE_ID_CHARS_MAX, TASK_TYPE_CHARS_MAX,
+};
+
 /// Largest `task_data` / `result_data` document, in bytes (issue 3: default 1 MiB).
-pub const TASK_DATA_BYTES_MAX: usize = 1024 * 1024;
-/// Largest `max_attempts` (issue 3).
-pub const MAX_ATTEMPTS_MAX: u32 = 100;
-/// Longest idempotency key, in characters.
-pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
-/// Longest node id, in characters.
-pub const NODE_ID_CHARS_MAX: usize = 256;
+pub const TASK_DATA_BYTES_MAX: usize = validate::TASK_DATA_BYTES_MAX_DEFAULT;
 /// Longest error text kept from a report, in bytes (longer text is cut, not refused).
 pub const ERROR_TEXT_BYTES_MAX: usize = 64 * 1024;
 /// Default page size of ListTasks (count).
@@ -30,74 +28,27 @@ pub const PAGE_SIZE_DEFAULT: usize = 100;
 pub const PAGE_SIZE_MAX: usize = 1000;
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
+    Status::invalid_argument(format!("invalid {field}: {why}"))
 }
 
-/// Check a `task_type`: 1..=128 characters from `[a-z0-9_.-]`.
-pub fn validate_task_type(field: &str, task_type: &str) -> Result<(), Status> {
-    if task_type.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    let chars = task_type.chars().count();
-    if chars > TASK_TYPE_CHARS_MAX {
-        return Err(invalid(
-            field,
-            format!("is {chars} characters long; at most {TASK_TYPE_CHARS_MAX} are allowed"),
-        ));
-    }
-    if let Some(bad) = task_type
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-'))
-    {
-        return Err(invalid(
-            field,
-            format!("character {bad:?} is outside [a-z0-9_.-]"),
-        ));
-    }
-    Ok(())
+/// The manifest's validation error (which names the field) as `INVALID_ARGUMENT`.
+fn refused(e: ManifestError) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
-/// Check a JSON payload: at most `TASK_DATA_BYTES_MAX` bytes and a well-formed JSON document.
-pub fn validate_json(field: &str, data: &str) -> Result<(), Status> {
-    if data.len() > TASK_DATA_BYTES_MAX {
-        return Err(invalid(
-            field,
-            format!(
-                "is {} bytes; at most {TASK_DATA_BYTES_MAX} bytes are allowed",
-                data.len()
-            ),
-        ));
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(data)
-        .map(|_| ())
-        .map_err(|e| invalid(field, format!("is not valid JSON ({e})")))
-}
-
-/// Check a task id: a UUID (any version; ours are v7). Returns the canonical hyphenated form.
+/// Check a task id: a UUID (ours are v7). Returns the canonical hyphenated form.
 pub fn parse_task_id(field: &str, id: &str) -> Result<String, Status> {
     if id.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    Uuid::parse_str(id)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|e| invalid(field, format!("{id:?} is not a UUID ({e})")))
+    validate::validate_task_id(field, id)
+        .map(|t| t.to_string())
+        .map_err(refused)
 }
 
 /// Check a node id: non-empty, at most `NODE_ID_CHARS_MAX` characters, no control characters.
-pub fn validate_node_id(field: &str, id: &str) -> Result<(), Status> {
-    if id.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if id.chars().count() > NODE_ID_CHARS_MAX {
-        return Err(invalid(
-            field,
-            format!("is longer than {NODE_ID_CHARS_MAX} characters"),
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(())
+pub fn validate_node_id(id: &str) -> Result<(), Status> {
+    validate::validate_node_id(id).map_err(refused)
 }
 
 /// Check an attempt number carried by an agent call (attempts start at 1).
@@ -108,24 +59,9 @@ pub fn validate_attempt(field: &str, attempt: u32) -> Result<(), Status> {
     Ok(())
 }
 
-/// Check a usage percentage: finite and within 0.0..=100.0.
-pub fn validate_percent(field: &str, value: f64) -> Result<(), Status> {
-    if !value.is_finite() || !(0.0..=100.0).contains(&value) {
-        return Err(invalid(
-            field,
-            format!("{value} is outside 0..=100 (percent)"),
-        ));
-    }
-    Ok(())
-}
-
 /// A task status filter: `UNSPECIFIED` = all; an unknown number is refused.
-pub fn parse_status_filter(field: &str, raw: i32) -> Result<Option<proto::TaskStatus>, Status> {
-    match proto::TaskStatus::try_from(raw) {
-        Ok(proto::TaskStatus::Unspecified) => Ok(None),
-        Ok(s) => Ok(Some(s)),
-        Err(_) => Err(invalid(field, format!("{raw} is not a known task status"))),
-    }
+pub fn parse_status_filter(raw: i32) -> Result<Option<proto::TaskStatus>, Status> {
+    validate::validate_status_filter(raw).map_err(refused)
 }
 
 /// A node status filter: `UNSPECIFIED` = all; an unknown number is refused.
@@ -138,52 +74,6 @@ pub fn parse_node_status_filter(
         Ok(s) => Ok(Some(s)),
         Err(_) => Err(invalid(field, format!("{raw} is not a known node status"))),
     }
-}
-
-fn validate_constraints(c: &proto::TaskConstraints) -> Result<(), Status> {
-    let proto::TaskConstraints {
-        cloud_provider: _,
-        region: _,
-        labels,
-    } = c;
-    if labels.keys().any(|k| k.is_empty()) {
-        return Err(invalid(
-            "constraints.labels",
-            "label keys must not be empty",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_retry_policy(p: &proto::RetryPolicy) -> Result<(), Status> {
-    let proto::RetryPolicy {
-        initial_backoff_ms,
-        max_backoff_ms,
-        backoff_multiplier,
-        jitter,
-    } = *p;
-    if backoff_multiplier.is_nan() || (backoff_multiplier != 0.0 && backoff_multiplier < 1.0) {
-        return Err(invalid(
-            "retry_policy.backoff_multiplier",
-            format!("{backoff_multiplier} must be 0 (default) or at least 1.0"),
-        ));
-    }
-    if !backoff_multiplier.is_finite() {
-        return Err(invalid("retry_policy.backoff_multiplier", "must be finite"));
-    }
-    if jitter.is_nan() || jitter > 1.0 {
-        return Err(invalid(
-            "retry_policy.jitter",
-            format!("{jitter} must be within 0.0..=1.0 (negative = default)"),
-        ));
-    }
-    if max_backoff_ms != 0 && initial_backoff_ms > max_backoff_ms {
-        return Err(invalid(
-            "retry_policy.initial_backoff_ms",
-            format!("{initial_backoff_ms} ms exceeds max_backoff_ms ({max_backoff_ms} ms)"),
-        ));
-    }
-    Ok(())
 }
 
 /// A checked SubmitTask, ready to become a `SubmitTask` command once the proposer has chosen
@@ -204,7 +94,11 @@ impl ValidSubmit {
 impl TryFrom<proto::SubmitTaskRequest> for ValidSubmit {
     type Error = Status;
 
+    /// The manifest's rules (task type, JSON and its size, attempts, key, retry policy,
+    /// labels), plus issue 3's: `max_attempts` 0 is refused rather than defaulted, because a
+    /// client that forgot the field should hear about it.
     fn try_from(req: proto::SubmitTaskRequest) -> Result<Self, Status> {
+        validate::validate_submit_request(&req, &Limits::default()).map_err(refused)?;
         let proto::SubmitTaskRequest {
             task_type,
             task_data,
@@ -217,25 +111,11 @@ impl TryFrom<proto::SubmitTaskRequest> for ValidSubmit {
             run_timeout_ms,
             queue_timeout_ms,
         } = req;
-        validate_task_type("task_type", &task_type)?;
-        validate_json("task_data", &task_data)?;
-        if max_attempts == 0 || max_attempts > MAX_ATTEMPTS_MAX {
+        if max_attempts == 0 {
             return Err(invalid(
                 "max_attempts",
-                format!("{max_attempts} is outside 1..={MAX_ATTEMPTS_MAX}"),
+                format!("0 is outside 1..={MAX_ATTEMPTS_MAX}"),
             ));
-        }
-        if idempotency_key.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX {
-            return Err(invalid(
-                "idempotency_key",
-                format!("is longer than {IDEMPOTENCY_KEY_CHARS_MAX} characters"),
-            ));
-        }
-        if let Some(c) = &constraints {
-            validate_constraints(c)?;
-        }
-        if let Some(p) = &retry_policy {
-            validate_retry_policy(p)?;
         }
         Ok(ValidSubmit(internal::SubmitTask {
             task_id: String::new(),
@@ -260,32 +140,35 @@ pub struct ValidReport(pub internal::ReportResult);
 impl TryFrom<proto::ReportTaskResultRequest> for ValidReport {
     type Error = Status;
 
-    fn try_from(req: proto::ReportTaskResultRequest) -> Result<Self, Status> {
+    fn try_from(mut req: proto::ReportTaskResultRequest) -> Result<Self, Status> {
+        if req.error.len() > ERROR_TEXT_BYTES_MAX {
+            let mut cut = ERROR_TEXT_BYTES_MAX;
+            while !req.error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            req.error.truncate(cut);
+        }
+        validate::validate_report(&req, &Limits::default()).map_err(refused)?;
+        if !req.success && !req.result_data.is_empty() {
+            validate::validate_json(
+                "result_data",
+                &req.result_data,
+                Some(TASK_DATA_BYTES_MAX),
+                true,
+            )
+            .map_err(refused)?;
+        }
         let proto::ReportTaskResultRequest {
             task_id,
             attempt,
             node_id,
             success,
             result_data,
-            mut error,
+            error,
             retryable,
         } = req;
-        let task_id = parse_task_id("task_id", &task_id)?;
-        validate_attempt("attempt", attempt)?;
-        validate_node_id("node_id", &node_id)?;
-        // A success must carry a result document; a failure may carry one.
-        if success || !result_data.is_empty() {
-            validate_json("result_data", &result_data)?;
-        }
-        if error.len() > ERROR_TEXT_BYTES_MAX {
-            let mut cut = ERROR_TEXT_BYTES_MAX;
-            while !error.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            error.truncate(cut);
-        }
         Ok(ValidReport(internal::ReportResult {
-            task_id,
+            task_id: parse_task_id("task_id", &task_id)?,
             attempt,
             node_id,
             success,
@@ -311,7 +194,7 @@ impl TryFrom<proto::AckTaskStartedRequest> for ValidAck {
         } = req;
         let task_id = parse_task_id("task_id", &task_id)?;
         validate_attempt("attempt", attempt)?;
-        validate_node_id("node_id", &node_id)?;
+        validate_node_id(&node_id)?;
         Ok(ValidAck(internal::AckStarted {
             task_id,
             attempt,
@@ -340,6 +223,7 @@ impl TryFrom<proto::HeartbeatRequest> for ValidHeartbeat {
     type Error = Status;
 
     fn try_from(req: proto::HeartbeatRequest) -> Result<Self, Status> {
+        validate::validate_heartbeat(&req).map_err(refused)?;
         let proto::HeartbeatRequest {
             node_id,
             address,
@@ -352,21 +236,8 @@ impl TryFrom<proto::HeartbeatRequest> for ValidHeartbeat {
             agent_time,
             running,
         } = req;
-        validate_node_id("node_id", &node_id)?;
-        validate_percent("cpu_usage", cpu_usage)?;
-        validate_percent("memory_usage", memory_usage)?;
-        if labels.keys().any(|k| k.is_empty()) {
-            return Err(invalid("labels", "label keys must not be empty"));
-        }
         for (i, r) in running.iter().enumerate() {
-            let proto::RunningAttempt { task_id, attempt } = r;
-            if task_id.is_empty() {
-                return Err(invalid(
-                    &format!("running[{i}].task_id"),
-                    "must not be empty",
-                ));
-            }
-            validate_attempt(&format!("running[{i}].attempt"), *attempt)?;
+            validate_attempt(&format!("running[{i}].attempt"), r.attempt)?;
         }
         Ok(ValidHeartbeat {
             registration: internal::RegisterNode {
@@ -424,7 +295,7 @@ mod tests {
         let err = r.expect_err("must be refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(
-            err.message().starts_with(&format!("{field}:")),
+            err.message().starts_with(&format!("invalid {field}:")),
             "{field} not named: {err:?}"
         );
     }
@@ -543,6 +414,7 @@ mod tests {
     fn task_ids_must_be_uuids() {
         assert_invalid(parse_task_id("task_id", ""), "task_id");
         assert_invalid(parse_task_id("task_id", "not-a-uuid"), "task_id");
+        assert_invalid(parse_task_id("running.task_id", "x"), "running.task_id");
         let id = Uuid::now_v7();
         assert_eq!(
             parse_task_id("task_id", &id.simple().to_string()).unwrap(),
@@ -552,13 +424,13 @@ mod tests {
 
     #[test]
     fn status_filters() {
-        assert_eq!(parse_status_filter("status", 0).unwrap(), None);
+        assert_eq!(parse_status_filter(0).unwrap(), None);
         assert_eq!(
-            parse_status_filter("status", 4).unwrap(),
+            parse_status_filter(4).unwrap(),
             Some(proto::TaskStatus::Completed)
         );
-        assert_invalid(parse_status_filter("status", 99), "status");
-        assert_invalid(parse_status_filter("status", -1), "status");
+        assert_invalid(parse_status_filter(99), "status");
+        assert_invalid(parse_status_filter(-1), "status");
         assert_invalid(parse_node_status_filter("status", 42), "status");
     }
 

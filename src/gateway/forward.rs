@@ -15,6 +15,8 @@
 //! A leader hint travels in the `x-mlcp-leader` response metadata as `ID@ADDRESS` (either
 //! part may be empty when unknown).
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! committed assignments (linearizable, SCENARIOS S6), and acknowledgements and reports are
 //! commands answered only once committed (issue 4 §2).
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -75,7 +77,7 @@ impl NodeService for NodeSvc {
         &self,
         mut req: Request<PollTaskRequest>,
     ) -> Result<Response<PollTaskResponse>, Status> {
-        validate_node_id("node_id", &req.get_ref().node_id)?;
+        validate_node_id(&req.get_ref().node_id)?;
         let wait = Duration::from_millis(req.get_ref().wait_ms.min(POLL_WAIT_MS_MAX));
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(wait + POLL_FORWARD_MARGIN);

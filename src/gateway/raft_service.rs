@@ -16,11 +16,10 @@ use crate::actors::raft::{
 use crate::actors::transport::{
     GrpcTransport, PeerChannels, RAFT_BATCH_BYTES_MAX, TransportOptions, TransportStats,
 };
-use crate::actors::wire::decode_message;
 use crate::gateway::ServerOptions;
 use crate::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::proto::{RaftAck, RaftBatch};
-use crate::raft::{Config, NodeId};
+use crate::raft::{Config, Message, NodeId};
 
 /// Receives Raft messages from peers and steps them into the local raft actor.
 #[derive(Clone)]
@@ -71,7 +70,7 @@ impl RaftService for RaftGrpc {
         }
         let mut decoded = Vec::with_capacity(messages.len());
         for (i, bytes) in messages.iter().enumerate() {
-            let m = decode_message(bytes)
+            let m = Message::decode(bytes)
                 .map_err(|e| Status::invalid_argument(format!("messages[{i}]: {e}")))?;
             if m.from.0 != from || m.to != self.self_id {
                 return Err(Status::invalid_argument(format!(

@@ -7,6 +7,8 @@
 //! servers are spawned onto the runtime's worker threads and reach the actors through their
 //! bounded mailboxes. The log writer has its own thread (see `crate::actors::log_writer`).
 
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,9 +109,18 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Wait for the controller to stop (after its shutdown token is cancelled).
+    /// Wait for the controller to stop (after its shutdown token is cancelled), blocking
+    /// the calling thread.
     pub fn join(self) -> Result<(), ServerError> {
         self.thread.join().unwrap_or(Err(ServerError::Panicked))
+    }
+
+    /// [`ServerHandle::join`] for async callers (runs the blocking join on tokio's blocking
+    /// pool).
+    pub async fn stopped(self) -> Result<(), ServerError> {
+        tokio::task::spawn_blocking(move || self.join())
+            .await
+            .unwrap_or(Err(ServerError::Panicked))
     }
 }
 
@@ -216,8 +227,9 @@ async fn controller(
     });
     let monitor_opts = MonitorOptions::with_stale_after(opts.node_stale_after);
     let (mon_manifest, mon_proposer) = (manifest.clone(), proposer.clone());
+    let raft_status = repl.raft.clone().recipient();
     let monitor = Supervisor::start(move |_| {
-        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer)
+        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer, raft_status)
     });
     let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
     let watcher = LeadershipWatcher::new(leader_tx).start();
@@ -283,6 +295,7 @@ async fn controller(
             let app = axum::Router::new()
                 .route("/healthz", axum::routing::get(healthz))
                 .route("/status", axum::routing::get(status_page))
+                .route("/metrics", axum::routing::get(metrics_page))
                 .with_state(ctx.clone());
             let serve =
                 axum::serve(l, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -362,6 +375,50 @@ async fn status_page(State(ctx): State<Ctx>) -> impl IntoResponse {
             axum::Json(serde_json::json!({ "error": e.message() })),
         ),
     }
+}
+
+/// Prometheus text exposition of the controller's state (the mass-failure brake shows as
+/// `mlcp_alert{code="MASS_NODE_FAILURE"} 1`, issue 4 §6).
+async fn metrics_page(State(ctx): State<Ctx>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let Ok(s) = cluster_status(&ctx).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+    };
+    let mut out = String::new();
+    let view = ctx.router.view();
+    let _ = writeln!(
+        out,
+        "# TYPE mlcp_is_leader gauge\nmlcp_is_leader {}",
+        u8::from(view.is_leader)
+    );
+    let _ = writeln!(out, "# TYPE mlcp_term gauge\nmlcp_term {}", s.term);
+    let _ = writeln!(
+        out,
+        "# TYPE mlcp_commit_index gauge\nmlcp_commit_index {}",
+        s.commit_index
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE mlcp_applied_index gauge\nmlcp_applied_index {}",
+        s.applied_index
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE mlcp_heartbeat_interval_ms gauge\nmlcp_heartbeat_interval_ms {}",
+        s.heartbeat_interval_ms
+    );
+    let _ = writeln!(out, "# TYPE mlcp_tasks gauge");
+    for (status, n) in &s.task_counts {
+        let _ = writeln!(out, "mlcp_tasks{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(out, "# TYPE mlcp_alert gauge");
+    let braked = s.alerts.iter().any(|a| a.code == "MASS_NODE_FAILURE");
+    let _ = writeln!(
+        out,
+        "mlcp_alert{{code=\"MASS_NODE_FAILURE\"}} {}",
+        u8::from(braked)
+    );
+    (StatusCode::OK, out)
 }
 
 /// Wraps a tonic service so a request over the decode limit is answered RESOURCE_EXHAUSTED

@@ -1,6 +1,8 @@
 //! `mlcp.v1.TaskService`: submit, read, list, cancel and watch tasks. Handlers decode, call an
 //! actor and map the error; writes and consistent reads run on the leader (followers forward).
 
+#![warn(missing_docs)]
+
 use std::pin::Pin;
 
 use tokio_stream::Stream;
@@ -117,7 +119,7 @@ impl TaskService for TaskSvc {
             page_token,
             consistent,
         } = req.get_ref();
-        let status = parse_status_filter("status", *status)?;
+        let status = parse_status_filter(*status)?;
         let after = parse_page_token("page_token", page_token)?;
         let limit = page_size(*size);
         if *consistent {

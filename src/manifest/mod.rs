@@ -33,10 +33,13 @@
 //! assert_eq!(m.pending_tasks().len(), 1);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod command;
 mod error;
 mod ids;
+mod invariants;
 mod lifecycle;
 mod nodes;
 mod session;
@@ -50,6 +53,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use error::{ErrorKind, ManifestError};
 pub use ids::{Attempt, TaskId, TaskIdError};
+pub use invariants::InvariantViolation;
+pub use nodes::{constraints_match, is_schedulable, node_capacity};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
 use crate::proto::internal::SessionRecord;
@@ -474,6 +479,9 @@ impl Manifest {
     fn unindex(&mut self, id: TaskId, t: &Task) {
         if let Some(set) = self.by_status.get_mut(&t.status) {
             set.remove(&id);
+            if set.is_empty() {
+                self.by_status.remove(&t.status);
+            }
         }
         self.pending.remove(&pending_key(id, t));
         if let Some(set) = self.active_by_node.get_mut(&t.assigned_node_id) {

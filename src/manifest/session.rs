@@ -14,7 +14,7 @@ use super::{Manifest, ManifestError, TaskId};
 /// Replies kept per client (count). A client may have this many commands in flight.
 pub const SESSION_REPLIES_MAX: usize = 256;
 /// Sessions kept (count); the least recently used is evicted beyond it.
-pub const SESSIONS_MAX: usize = 10_000;
+pub const SESSIONS_MAX: usize = 4_096;
 
 pub(super) enum SessionCheck {
     Fresh,

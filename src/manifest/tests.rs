@@ -726,32 +726,28 @@ fn scripted_commands(seed: u64, count: usize) -> Vec<Vec<u8>> {
     for i in 0..count {
         now += (next() % 1000) as i64;
         let n = next() % 20 + 1;
-        let node = format!("n{}", next() % 3);
-        let kind = match next() % 9 {
+        let node = format!("n{}", next() % 2);
+        let attempt = (next() % 2 + 1) as u32;
+        let kind = match next() % 10 {
             0 | 1 => Kind::SubmitTask(submit(n)),
             2 => Kind::RegisterNode(reg(&node, 2)),
-            3 => assign(n, &node, (next() % 3 + 1) as u32),
-            4 => Kind::AckStarted(AckStarted {
+            3 | 4 => assign(n, &node, attempt),
+            5 => Kind::AckStarted(AckStarted {
                 task_id: tid(n).to_string(),
-                attempt: (next() % 3 + 1) as u32,
+                attempt,
                 node_id: node,
             }),
-            5 => report(
-                n,
-                (next() % 3 + 1) as u32,
-                &node,
-                next() % 2 == 0,
-                next() % 2 == 0,
-            ),
-            6 => Kind::NodeLost(NodeLost { node_id: node }),
-            7 => Kind::CancelTask(command::CancelTask {
-                task_id: tid(n).to_string(),
-                reason: String::new(),
-            }),
-            _ => Kind::SetNodeStatus(SetNodeStatus {
+            6 | 7 => report(n, attempt, &node, next() % 3 != 0, next() % 2 == 0),
+            8 if next() % 4 == 0 => Kind::NodeLost(NodeLost { node_id: node }),
+            8 => Kind::SetNodeStatus(SetNodeStatus {
                 node_id: node,
                 status: NodeStatus::Healthy as i32,
             }),
+            _ if next() % 5 == 0 => Kind::CancelTask(command::CancelTask {
+                task_id: tid(n).to_string(),
+                reason: String::new(),
+            }),
+            _ => Kind::RegisterNode(reg(&node, 2)),
         };
         let cmd = if i % 4 == 0 {
             command::command_with_session("c", i as u64 + 1, now, 1, kind)
@@ -771,6 +767,7 @@ fn same_commands_give_same_state_bytes_and_responses() {
         let mut b = Manifest::new();
         for c in &cmds {
             assert_eq!(a.apply(c), b.apply(c));
+            a.check_invariants().unwrap();
         }
         assert_eq!(a.snapshot(), b.snapshot(), "seed {seed}");
     }
@@ -804,4 +801,153 @@ fn restore_refuses_bad_snapshots() {
         ManifestError::Malformed { reason, .. } if reason.contains("version 99")
     ));
     assert!(Manifest::restore(&[SNAPSHOT_FORMAT_VERSION, 0xff, 0xff]).is_err());
+}
+
+#[test]
+fn random_commands_keep_invariants_and_make_progress() {
+    let mut completed = 0;
+    let mut assigned = 0;
+    for seed in 100..120 {
+        let mut m = Manifest::new();
+        for c in scripted_commands(seed, 500) {
+            m.apply(&c);
+            m.check_invariants()
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
+        completed += m.tasks_by_status(TaskStatus::Completed).len();
+        assigned += m.all_tasks().iter().filter(|t| t.attempt > 0).count();
+    }
+    // The mix must actually exercise the lifecycle, not just bounce off validation.
+    assert!(completed > 10, "completed {completed}");
+    assert!(assigned > 50, "assigned {assigned}");
+}
+
+#[test]
+fn ack_for_superseded_attempt_is_stale_and_ack_is_idempotent() {
+    let mut m = setup();
+    run(&mut m, T0 + 1, assign(1, "n1", 1)).unwrap();
+    let ack = |attempt| {
+        Kind::AckStarted(AckStarted {
+            task_id: tid(1).to_string(),
+            attempt,
+            node_id: "n1".into(),
+        })
+    };
+    assert!(!run(&mut m, T0 + 2, ack(1)).unwrap().duplicate);
+    assert!(run(&mut m, T0 + 3, ack(1)).unwrap().duplicate);
+    run(
+        &mut m,
+        T0 + 4,
+        Kind::NodeLost(NodeLost {
+            node_id: "n1".into(),
+        }),
+    )
+    .unwrap();
+    assert!(matches!(
+        run(&mut m, T0 + 5, ack(1)).unwrap_err(),
+        ManifestError::StaleAttempt { .. }
+    ));
+}
+
+#[test]
+fn zombie_report_while_newer_attempt_runs_is_rejected_s1() {
+    let mut m = setup();
+    run(&mut m, T0, Kind::RegisterNode(reg("n2", 4))).unwrap();
+    run(&mut m, T0 + 1, assign(1, "n1", 1)).unwrap();
+    run(
+        &mut m,
+        T0 + 10,
+        Kind::NodeLost(NodeLost {
+            node_id: "n1".into(),
+        }),
+    )
+    .unwrap();
+    let nb = m.get_task(&tid(1)).unwrap().not_before;
+    run(&mut m, nb, assign(1, "n2", 2)).unwrap();
+    m.start_task(&tid(1), Attempt(2), "n2", nb + 1).unwrap();
+    // Attempt 2 is RUNNING on n2 when the zombie's attempt-1 report arrives.
+    assert!(matches!(
+        run(&mut m, nb + 2, report(1, 1, "n1", true, false)).unwrap_err(),
+        ManifestError::StaleAttempt {
+            attempt: 1,
+            current_attempt: 2,
+            ..
+        }
+    ));
+    let t = m.get_task(&tid(1)).unwrap();
+    assert_eq!(task_status(t), TaskStatus::Running);
+    assert_eq!(t.attempts[1].outcome, TaskStatus::Unspecified as i32);
+}
+
+/// Throughput of `apply` for the full happy path of a task (submit, assign, ack, report), as
+/// encoded bytes in and out. Run: `cargo test --release --lib -- --ignored
+/// manifest::tests::apply_throughput --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn apply_throughput() {
+    let tasks = 50_000u64;
+    let mut m = Manifest::new();
+    for i in 0..8 {
+        run(
+            &mut m,
+            T0,
+            Kind::RegisterNode(reg(&format!("n{i}"), 1_000_000)),
+        )
+        .unwrap();
+    }
+    let mut cmds = Vec::new();
+    for n in 0..tasks {
+        let id = TaskId::new_v7(
+            T0 as u64 + n,
+            (n as u128).to_le_bytes()[..10].try_into().unwrap(),
+        );
+        let node = format!("n{}", n % 8);
+        let c = |k| command::command(T0 + n as i64, 1, k).encode_to_vec();
+        cmds.push(c(Kind::SubmitTask(SubmitTask {
+            task_id: id.to_string(),
+            task_type: "matmul".into(),
+            task_data: r#"{"n":512,"dtype":"f64","iterations":1,"seed":7}"#.into(),
+            ..Default::default()
+        })));
+        cmds.push(c(Kind::AssignTasks(AssignTasks {
+            assignments: vec![Assignment {
+                task_id: id.to_string(),
+                node_id: node.clone(),
+                attempt: 1,
+            }],
+        })));
+        cmds.push(c(Kind::AckStarted(AckStarted {
+            task_id: id.to_string(),
+            attempt: 1,
+            node_id: node.clone(),
+        })));
+        cmds.push(c(Kind::ReportResult(ReportResult {
+            task_id: id.to_string(),
+            attempt: 1,
+            node_id: node,
+            success: true,
+            result_data: r#"{"seconds":0.1,"gflops":20.0,"checksum":1.5}"#.into(),
+            ..Default::default()
+        })));
+    }
+    let start = std::time::Instant::now();
+    for c in &cmds {
+        let _ = m.apply(c);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        m.tasks_by_status(TaskStatus::Completed).len(),
+        tasks as usize
+    );
+    let snap_start = std::time::Instant::now();
+    let snap = m.snapshot();
+    let snap_secs = snap_start.elapsed().as_secs_f64();
+    eprintln!(
+        "apply: {} commands in {secs:.3} s = {:.0} commands/s ({:.0} tasks/s end to end); \
+         snapshot of {tasks} tasks: {} bytes in {snap_secs:.3} s",
+        cmds.len(),
+        cmds.len() as f64 / secs,
+        tasks as f64 / secs,
+        snap.len()
+    );
 }

@@ -18,7 +18,7 @@ pub(crate) const COMMITTED_BYTES_PER_READY_MAX: u64 = 32 << 20;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny deterministic PRNG for election timeouts.
 /// The core may not use a global RNG; the seed comes from [`Config::seed`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
@@ -962,20 +962,26 @@ impl<S: Storage> Raft<S> {
         let next = pr.next_index;
         let prev = next.prev();
         let last = self.log.last_index();
-        let prev_term = match self.log.term(prev) {
-            Ok(t) => t,
-            Err(_) => {
+        let fetched = self.log.term(prev).and_then(|t| {
+            Ok((
+                t,
+                self.log
+                    .entries(next, last.next(), self.cfg.append_bytes_max)?,
+            ))
+        });
+        let (prev_term, entries) = match fetched {
+            Ok(v) => v,
+            Err(StorageError::Compacted { .. }) => {
                 self.start_snapshot(to);
                 return false;
             }
-        };
-        let entries = match self
-            .log
-            .entries(next, last.next(), self.cfg.append_bytes_max)
-        {
-            Ok(v) => v,
             Err(_) => {
-                self.start_snapshot(to);
+                // `next` past our log (cannot happen while acknowledgements only name
+                // indexes we sent): recover by probing from the follower's match.
+                self.progress
+                    .get_mut(&to)
+                    .expect("checked above")
+                    .become_probe();
                 return false;
             }
         };
@@ -1021,23 +1027,29 @@ impl<S: Storage> Raft<S> {
 
     // ---- snapshots (§7) --------------------------------------------------------------------
 
-    fn start_snapshot(&mut self, to: NodeId) {
-        let need_load = match &self.outgoing_snapshot {
-            Some(s) => s.meta.index < self.log.first_index().prev(),
-            None => true,
-        };
-        if need_load {
+    /// Makes `outgoing_snapshot` the latest local snapshot (loading it from storage when
+    /// the cached one is missing or older); returns its index.
+    fn load_outgoing_snapshot(&mut self) -> LogIndex {
+        let latest = self.log.first_index().prev();
+        let stale = self
+            .outgoing_snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta.index < latest);
+        if stale {
             match self.log.storage.snapshot() {
                 Ok(s) => self.outgoing_snapshot = Some(s),
-                Err(e) => panic!("raft: cannot read snapshot for lagging follower {to}: {e}"),
+                Err(e) => panic!("raft: cannot read the local snapshot: {e}"),
             }
         }
-        let index = self
-            .outgoing_snapshot
+        self.outgoing_snapshot
             .as_ref()
             .expect("loaded above")
             .meta
-            .index;
+            .index
+    }
+
+    fn start_snapshot(&mut self, to: NodeId) {
+        let index = self.load_outgoing_snapshot();
         assert!(
             index.0 > 0,
             "raft: follower {to} needs compacted entries but there is no snapshot"
@@ -1049,6 +1061,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
+        self.load_outgoing_snapshot();
         let Some(snap) = self.outgoing_snapshot.as_ref() else {
             return;
         };

@@ -389,6 +389,67 @@ pub fn one_batch_holds_entries_and_hard_state<S: LogStore>(
     );
 }
 
+/// [`WriteBatch::merge`]d batches written once leave the store exactly as writing them one
+/// by one does: overlapping appends, a snapshot in the middle, hard states.
+pub fn merged_batches_equal_sequential_writes<S: LogStore>(
+    factory: &mut impl FnMut(Option<S>) -> S,
+) {
+    let base = entries_with_terms(1, &[1, 1, 1, 1, 1, 1]);
+    let cases: Vec<Vec<WriteBatch>> = vec![
+        vec![
+            WriteBatch {
+                entries: entries_with_terms(7, &[1, 1]),
+                ..Default::default()
+            },
+            WriteBatch {
+                entries: entries_with_terms(8, &[2, 2, 2]),
+                hard_state: Some(hard_state(2, Some(1), 3)),
+                ..Default::default()
+            },
+            WriteBatch {
+                entries: entries_with_terms(5, &[3]),
+                ..Default::default()
+            },
+            WriteBatch {
+                hard_state: Some(hard_state(3, None, 4)),
+                ..Default::default()
+            },
+        ],
+        vec![
+            WriteBatch {
+                entries: entries_with_terms(7, &[2]),
+                ..Default::default()
+            },
+            WriteBatch {
+                snapshot: Some(snapshot(30, 4, b"thirty")),
+                entries: entries_with_terms(31, &[4]),
+                hard_state: Some(hard_state(4, None, 30)),
+            },
+            WriteBatch {
+                entries: entries_with_terms(32, &[4, 5]),
+                ..Default::default()
+            },
+        ],
+    ];
+    for batches in cases {
+        let one_by_one = factory(None);
+        let merged = factory(None);
+        append(&one_by_one, base.clone());
+        append(&merged, base.clone());
+        let mut group = WriteBatch::default();
+        for b in batches {
+            one_by_one
+                .write(&b)
+                .unwrap_or_else(|e| panic!("sequential write: {e}"));
+            group.merge(b);
+        }
+        merged
+            .write(&group)
+            .unwrap_or_else(|e| panic!("merged write: {e}"));
+        assert_eq!(observe(&merged), observe(&one_by_one));
+    }
+}
+
 /// A received snapshot drops every entry and moves `first_index` to `snapshot + 1`;
 /// `term(snapshot index)` is the snapshot's term; entries in the same batch follow it.
 pub fn snapshot_install_replaces_the_log<S: LogStore>(factory: &mut impl FnMut(Option<S>) -> S) {

@@ -66,6 +66,29 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
     }
+
+    /// Folds `later` into this batch so that writing the result once stores the same thing
+    /// as writing `self` and then `later` (group commit: several Readies, one transaction,
+    /// one fsync). A snapshot in `later` supersedes everything `self` held but its hard
+    /// state; entries of `later` replace those of `self` from `later.entries[0].index` on;
+    /// the later hard state wins.
+    ///
+    /// The write rules are then checked once, against the merged batch: an intermediate
+    /// hard state that `later` overrides is not checked on its own.
+    pub fn merge(&mut self, later: WriteBatch) {
+        if let Some(snapshot) = later.snapshot {
+            self.snapshot = Some(snapshot);
+            self.entries.clear();
+        }
+        if let Some(first) = later.entries.first() {
+            let first_index = first.index;
+            self.entries.retain(|e| e.index < first_index);
+        }
+        self.entries.extend(later.entries);
+        if later.hard_state.is_some() {
+            self.hard_state = later.hard_state;
+        }
+    }
 }
 
 /// The write side of a durable log. Methods take `&self` so the store can be shared between

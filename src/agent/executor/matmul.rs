@@ -29,6 +29,27 @@
 //! [`checksum_tolerance`]. A wrong entry of C by δ shifts the checksum by ±δ, and a made-up
 //! checksum is caught unless it lands within the tolerance of the true one. See
 //! [`verify_matmul`].
+//!
+//! The same check outside Rust (Python with NumPy, f64 inputs; for f32 use
+//! `((x >> 40) * 2.0**-23) - 1` and keep the values exact in float32):
+//! ```text
+//! M = (1 << 64) - 1
+//! def splitmix64(state):
+//!     while True:
+//!         state = (state + 0x9E3779B97F4A7C15) & M
+//!         z = state
+//!         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+//!         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+//!         yield z ^ (z >> 31)
+//! g = splitmix64(seed)
+//! u = np.array([-1.0 if next(g) >> 63 else 1.0 for _ in range(n)])
+//! v = np.array([-1.0 if next(g) >> 63 else 1.0 for _ in range(n)])
+//! A = np.array([(next(g) >> 11) * 2.0**-52 - 1 for _ in range(n * n)]).reshape(n, n)
+//! B = np.array([(next(g) >> 11) * 2.0**-52 - 1 for _ in range(n * n)]).reshape(n, n)
+//! expected = u @ (A @ (B @ v))
+//! tolerance = 16 * np.finfo(np.float64).eps * np.linalg.norm(A) * np.linalg.norm(B)
+//! assert abs(result["checksum"] - expected) <= tolerance
+//! ```
 
 use std::time::Instant;
 
@@ -458,6 +479,19 @@ mod tests {
         assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(rng.next_u64(), 0x06C4_5D18_8009_454F);
+    }
+
+    #[test]
+    fn checksum_matches_the_python_reference_in_the_module_docs() {
+        // Known answers computed by the Python snippet of the module docs (pure-Python
+        // loops instead of NumPy) for n = 4, seed = 2024.
+        for (dtype, want) in [("f64", -4.160684352369894), ("f32", -4.160684149695982)] {
+            let task = json!({"n": 4, "dtype": dtype, "seed": 2024});
+            let out = run(task.clone()).unwrap();
+            let got = out["checksum"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-5, "{dtype}: {got} vs {want}");
+            verify_matmul(&task, &out).unwrap();
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::Value;
 
-pub use basic::{EchoExecutor, SleepExecutor};
+pub use basic::{EchoExecutor, SLEEP_MS_MAX, SleepExecutor};
 pub use matmul::{MatmulExecutor, VerifyError, verify_matmul};
 
 /// Why a running attempt was asked to stop. The first reason set wins.

@@ -2,7 +2,9 @@
 //! threads, no clocks; messages are delivered in FIFO order, links can be cut, and a filter
 //! can drop chosen messages to replay exact sequences (Figure 8, C1).
 
+mod cluster;
 mod election;
+mod membership;
 mod read_transfer;
 mod replication;
 mod snapshot;

@@ -366,3 +366,34 @@ fn new_leader_commits_old_entries_through_its_noop() {
     net.ticks(2);
     assert!(net.nodes[&l2].sm.iter().any(|(_, d)| d == b"X"));
 }
+
+/// The Ready split (DESIGN "The Raft core"): the leader's AppendEntries may leave before its
+/// own write (`messages`), the follower's acknowledgement only after its write
+/// (`persisted_messages`, SCENARIOS C4).
+#[test]
+fn leader_appends_go_at_once_follower_acks_after_persist() {
+    let mut net = Net::new(3, |_| {});
+    let leader = net.elect();
+    net.raw(leader.0).propose(b"x".to_vec()).unwrap();
+    let rd = net.raw(leader.0).ready();
+    assert_eq!(rd.entries.len(), 1);
+    assert!(rd.persisted_messages.is_empty());
+    assert_eq!(rd.messages.len(), 2);
+    assert!(
+        rd.messages
+            .iter()
+            .all(|m| matches!(m.body, MessageBody::AppendEntries { .. }))
+    );
+    let to = rd.messages[0].to;
+    let msg = rd.messages[0].clone();
+    net.nodes[&leader].log.persist(&rd);
+    net.raw(leader.0).advance(rd.number);
+    net.raw(to.0).step(msg);
+    let rd = net.raw(to.0).ready();
+    assert_eq!(rd.entries.len(), 1);
+    assert!(rd.messages.is_empty());
+    assert!(matches!(
+        rd.persisted_messages[0].body,
+        MessageBody::AppendEntriesResponse { reject: false, .. }
+    ));
+}
