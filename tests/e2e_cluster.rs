@@ -32,7 +32,7 @@ const TASKS: usize = 30;
 fn task_data(i: usize) -> Value {
     let sizes = [64u64, 96, 128, 160];
     let dtype = if i.is_multiple_of(2) { "f32" } else { "f64" };
-    json!({ "n": sizes[i % sizes.len()], "dtype": dtype, "iterations": 20, "seed": i as u64 + 100 })
+    json!({ "n": sizes[i % sizes.len()], "dtype": dtype, "iterations": 40, "seed": i as u64 + 100 })
 }
 
 /// `task_id → (status, attempt, result_data)`: what must survive restarts unchanged.
@@ -66,9 +66,6 @@ async fn leader_sigkill_mid_run_loses_nothing_and_restarts_catch_up() {
     let mut cluster = LocalCluster::new(BIN, ClusterSpec::default()).expect("temp dir and ports");
     cluster.start_controllers().expect("spawn controllers");
     let leader = cluster.wait_for_leader(&[0, 1, 2], SOON).await.unwrap();
-    cluster.start_agent("agent-1", 1).unwrap();
-    cluster.start_agent("agent-2", 1).unwrap();
-    wait_agents_healthy(&cluster.client(Duration::from_secs(5)), 2).await;
 
     // 1. Writes through a follower only.
     let follower = (0..3).find(|&p| p != leader.pos).unwrap();
@@ -102,6 +99,11 @@ async fn leader_sigkill_mid_run_loses_nothing_and_restarts_catch_up() {
             .await,
         );
     }
+
+    // Agents start only now, so every task is still pending and the kill below lands mid-run.
+    cluster.start_agent("agent-1", 1).unwrap();
+    cluster.start_agent("agent-2", 1).unwrap();
+    wait_agents_healthy(&cluster.client(Duration::from_secs(5)), 2).await;
 
     // 2. SIGKILL the leader once some, but not all, tasks have completed.
     let completed_at_kill = poll_until("a first completion", SOON, POLL, || async {

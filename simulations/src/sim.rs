@@ -27,6 +27,8 @@ pub struct Params {
     pub steps_per_tick: u64,
     /// Network faults.
     pub faults: Faults,
+    /// Whether this run is in the high-churn regime (frequent short crashes and partitions).
+    pub churn: bool,
     /// Most extra steps a disk write stays in flight.
     pub disk_steps_max: u64,
     /// Chance in 1000, per tick, that one running node crashes.
@@ -82,6 +84,10 @@ impl Params {
         let nodes = overrides
             .nodes
             .unwrap_or(if rng.random_bool(0.5) { 3 } else { 5 });
+        // Swarm regime: about a third of the runs churn leaders hard (frequent short crashes
+        // and partitions, one entry per AppendEntries), which is what exposes commit-rule and
+        // truncation bugs; the rest run longer stretches of calm between faults.
+        let churn = on(&mut rng, 0.35);
         let steps_per_tick = rng.random_range(2..=6);
         let delay_steps_min = rng.random_range(0..=2);
         let faults = Faults {
@@ -104,7 +110,11 @@ impl Params {
         config.election_timeout_ticks_max =
             config.election_timeout_ticks_min + rng.random_range(5..=15);
         config.heartbeat_interval_ticks = rng.random_range(1..=3);
-        config.append_bytes_max = rng.random_range(41..=400);
+        config.append_bytes_max = if churn {
+            rng.random_range(41..=80)
+        } else {
+            rng.random_range(41..=400)
+        };
         config.inflight_msgs_max = rng.random_range(1..=8);
         config.inflight_bytes_max = rng.random_range(400..=4000);
         config.snapshot_chunk_bytes = rng.random_range(16..=256);
@@ -120,18 +130,31 @@ impl Params {
             } else {
                 0
             },
-            crash_per_mille: if on(&mut rng, 0.8) {
+            crash_per_mille: if churn {
+                rng.random_range(30..=150)
+            } else if on(&mut rng, 0.8) {
                 rng.random_range(2..=25)
             } else {
                 0
             },
-            down_ticks_max: rng.random_range(5..=80),
-            partition_per_mille: if on(&mut rng, 0.7) {
+            down_ticks_max: if churn {
+                rng.random_range(2..=30)
+            } else {
+                rng.random_range(5..=80)
+            },
+            partition_per_mille: if churn {
+                rng.random_range(20..=100)
+            } else if on(&mut rng, 0.7) {
                 rng.random_range(2..=25)
             } else {
                 0
             },
-            partition_ticks_max: rng.random_range(10..=150),
+            partition_ticks_max: if churn {
+                rng.random_range(3..=40)
+            } else {
+                rng.random_range(10..=150)
+            },
+            churn,
             one_way_per_mille: rng.random_range(0..=1000),
             clients: rng.random_range(1..=4),
             client_per_mille: rng.random_range(100..=900),
@@ -163,8 +186,8 @@ impl Params {
         let _ = writeln!(s, "SEED={}", self.seed);
         let _ = writeln!(
             s,
-            "nodes={} spare_nodes=1 ticks={} steps_per_tick={}",
-            self.nodes, self.ticks, self.steps_per_tick
+            "nodes={} spare_nodes=1 ticks={} steps_per_tick={} churn={}",
+            self.nodes, self.ticks, self.steps_per_tick, self.churn
         );
         let _ = writeln!(
             s,

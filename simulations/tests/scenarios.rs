@@ -202,46 +202,58 @@ fn c2_vote_is_not_sent_before_it_is_durable() {
     assert_eq!(c.checker.leaders().get(&t3), Some(&NodeId(3)));
 }
 
-/// C3: a follower truncates only from the first real conflict. A delayed duplicate of an old
-/// AppendEntries (carrying an entry the follower already has) arrives after later entries
-/// committed; truncating its suffix first would lose committed entries.
+/// C3: a follower truncates only from the first real conflict. Followers hold C and D (D
+/// committed on the leader, but they only know the commit up to B); a delayed duplicate of
+/// the AppendEntries that carried C arrives. Truncating from C before checking for a real
+/// conflict drops D on both followers; the leader then crashes, and the new leader would lack
+/// committed D (the checker's leader-completeness check fires).
 #[test]
 fn c3_stale_append_does_not_truncate_committed_entries() {
     let mut c = Cluster::new(ClusterOptions::new(&[1, 2, 3]));
     let all = [1, 2, 3];
     elect(&mut c, 1, &all);
     c.stabilize(&all).unwrap();
-    c.propose(NodeId(1), cmd(1, 1)).unwrap();
+    for seq in 1..=2 {
+        c.propose(NodeId(1), cmd(1, seq)).unwrap();
+        c.stabilize(&all).unwrap();
+    }
+    let carries_entries = |m: &Message| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty());
+    c.propose(NodeId(1), cmd(1, 3)).unwrap();
     c.flush(NodeId(1)).unwrap();
     let stale: Vec<Message> = c
         .net
         .in_flight()
-        .filter(|m| m.to == NodeId(2) && matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty()))
+        .filter(|m| m.from == NodeId(1) && carries_entries(m))
         .cloned()
         .collect();
-    assert!(!stale.is_empty());
-    c.stabilize(&all).unwrap();
-    let last = c.propose(NodeId(1), cmd(1, 2)).unwrap();
-    c.propose(NodeId(1), cmd(1, 3)).unwrap();
-    let last = LogIndex(last.get() + 1);
-    c.stabilize(&all).unwrap();
-    c.run_ticks(5, 8).unwrap();
-    let before = c.node(2).disk.durable();
+    assert_eq!(stale.len(), 2, "one AppendEntries carrying C per follower");
+    c.deliver_where(|m| m.from == NodeId(1));
+    let d = c.propose(NodeId(1), cmd(1, 4)).unwrap();
+    c.flush(NodeId(1)).unwrap();
+    c.deliver_where(|m| m.from == NodeId(1));
+    for id in [2, 3] {
+        c.flush(NodeId(id)).unwrap();
+    }
+    c.deliver_where(|m| m.to == NodeId(1));
+    c.flush(NodeId(1)).unwrap();
     assert!(
-        before.hard_state.commit >= last,
-        "node 2 knows everything is committed"
+        c.status(1).unwrap().hard.commit >= d,
+        "the leader committed D"
     );
+    c.drop_where(|_| true);
+    let before = c.node(2).disk.durable();
     for m in stale {
         c.deliver(m);
     }
-    c.flush(NodeId(2)).unwrap();
-    let after = c.node(2).disk.durable();
-    assert_eq!(
-        after.last_index(),
-        before.last_index(),
-        "no entry was truncated"
-    );
-    assert_eq!(after.entries, before.entries);
+    for id in [2, 3] {
+        c.flush(NodeId(id)).unwrap();
+        assert!(c.status(id).unwrap().last_index >= d, "node {id} dropped D");
+    }
+    assert_eq!(c.node(2).disk.durable().entries, before.entries);
+    c.crash_keeping(NodeId(1), true).unwrap();
+    c.drop_where(|_| true);
+    elect(&mut c, 2, &[2, 3]);
+    c.stabilize(&[2, 3]).unwrap();
 }
 
 /// C4: an entry is acknowledged only once durable on a quorum. Followers' append

@@ -216,7 +216,146 @@ pub fn merge_into(acc: &mut WriteBatch, next: WriteBatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{Entry, EntryKind, HardState, LogIndex, SnapshotMeta, Term};
+    use crate::raft::{
+        Entry, EntryKind, HardState, InitialState, LogIndex, SnapshotMeta, Storage, Term,
+    };
+    use crate::storage::MemStorage;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    /// A store whose writes can be held at a gate (so requests queue up) or made to fail.
+    #[derive(Default)]
+    struct GatedStore {
+        inner: MemStorage,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        fail: AtomicBool,
+    }
+
+    impl Storage for GatedStore {
+        fn initial_state(&self) -> Result<InitialState, StorageError> {
+            self.inner.initial_state()
+        }
+        fn entries(
+            &self,
+            lo: LogIndex,
+            hi: LogIndex,
+            max: u64,
+        ) -> Result<Vec<Entry>, StorageError> {
+            self.inner.entries(lo, hi, max)
+        }
+        fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+            self.inner.term(index)
+        }
+        fn first_index(&self) -> Result<LogIndex, StorageError> {
+            self.inner.first_index()
+        }
+        fn last_index(&self) -> Result<LogIndex, StorageError> {
+            self.inner.last_index()
+        }
+        fn snapshot(&self) -> Result<Snapshot, StorageError> {
+            self.inner.snapshot()
+        }
+    }
+
+    impl LogStore for GatedStore {
+        fn write(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+            // Take the gate out first: the lock must not be held while waiting at it.
+            let gate = self.gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StorageError::Io {
+                    file: "log.redb".into(),
+                    reason: "EIO on fsync".into(),
+                });
+            }
+            self.inner.write(batch)
+        }
+        fn compact(&self, snapshot: Snapshot) -> Result<(), StorageError> {
+            self.inner.compact(snapshot)
+        }
+    }
+
+    fn append(i: u64) -> WriteBatch {
+        WriteBatch {
+            entries: vec![e(1, i)],
+            hard_state: Some(HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(0),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_queued_behind_a_slow_sync_share_one_sync() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(GatedStore {
+            gate: Mutex::new(Some(gate)),
+            ..Default::default()
+        });
+        let writer = LogWriter::start(store.clone());
+        // The first write holds the thread; the next four queue behind it.
+        let first = tokio::spawn({
+            let w = writer.clone();
+            async move { w.write(append(1)).await }
+        });
+        // Wait until the writer thread is inside the first write, holding the gate.
+        while store.gate.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (2..=5)
+            .map(|i| {
+                let w = writer.clone();
+                tokio::spawn(async move { w.write(append(i)).await })
+            })
+            .collect();
+        while writer.tx.capacity() > WRITER_QUEUE_REQUESTS_MAX - 4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        let stats = writer.stats();
+        assert_eq!(stats.requests.load(Ordering::Relaxed), 5);
+        assert_eq!(
+            stats.syncs.load(Ordering::Relaxed),
+            2,
+            "4 queued writes merged into 1 sync"
+        );
+        assert_eq!(store.last_index().unwrap(), LogIndex(5));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_fatal_and_nothing_after_it_is_acknowledged() {
+        let store = Arc::new(GatedStore::default());
+        store.fail.store(true, Ordering::SeqCst);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let on_fatal: FatalHandler = {
+            let seen = seen.clone();
+            Arc::new(move |err: &StorageError| seen.lock().unwrap().push(err.to_string()))
+        };
+        let writer = LogWriter::start_with_fatal_handler(store.clone(), on_fatal);
+        assert_eq!(writer.write(append(1)).await, Err(WriterStopped));
+        store.fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            writer.write(append(1)).await,
+            Err(WriterStopped),
+            "writer kept going"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen[0].contains("log.redb"),
+            "the error names the file: {}",
+            seen[0]
+        );
+        assert_eq!(store.last_index().unwrap(), LogIndex(0));
+    }
 
     fn e(term: u64, index: u64) -> Entry {
         Entry {

@@ -86,6 +86,9 @@ pub enum Command {
     /// Measure submit throughput/latency, end-to-end task rate and leader failover time.
     #[command(after_help = BENCH_AFTER_HELP)]
     Bench(BenchArgs),
+    /// Measure how many agents one leader holds heartbeating (zero Raft entries from steady
+    /// heartbeats) and the time from an agent's death to its tasks running elsewhere.
+    BenchLiveness(super::bench_liveness::BenchLivenessArgs),
 }
 
 const SERVER_AFTER_HELP: &str = "\

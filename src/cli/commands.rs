@@ -475,7 +475,7 @@ pub fn node_table(nodes: &[Node]) -> Table {
         "LABELS",
     ]);
     for n in nodes {
-        let status = if n.draining {
+        let status = if n.draining && n.status != crate::proto::NodeStatus::Draining as i32 {
             format!("{} (draining)", node_status_name(n.status))
         } else {
             node_status_name(n.status)

@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod bench_liveness;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -34,7 +35,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::BenchLiveness(_) => "warn",
         Command::Task { .. } | Command::Node { .. } | Command::Cluster { .. } => "warn",
     };
     logging::init(logging::resolve_format(cli.log_format), default_filter);
@@ -84,6 +85,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command } => tokio_runtime()?.block_on(commands::cluster(command, file)),
         Command::Demo(args) => tokio_runtime()?.block_on(demo::run(args)),
         Command::Bench(args) => tokio_runtime()?.block_on(bench::run(args)),
+        Command::BenchLiveness(args) => tokio_runtime()?.block_on(bench_liveness::run(args)),
     }
 }
 
