@@ -292,7 +292,9 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
         let Heartbeat {
             registration,
             running,
-            ..
+            cpu_usage,
+            memory_usage,
+            agent_time_ms,
         } = msg;
         let check = async move {
             let check = manifest
@@ -320,6 +322,22 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
         };
         Box::pin(check.into_actor(self).map(move |res, act, _| {
             let (check, registered) = res?;
+            if registered {
+                // A scan that ran while the registration was in flight pruned this node's
+                // heartbeat (it was not in the manifest yet), and a registered node with no
+                // heartbeat counts as silent since the leader took over, so it would be
+                // declared lost at the next scan. The registration is applied now (propose
+                // waits for that), so no later scan prunes it again.
+                let now = act.now_ms();
+                act.core().observe_heartbeat(
+                    &node_id,
+                    now,
+                    wall_clock_ms(),
+                    cpu_usage,
+                    memory_usage,
+                    agent_time_ms,
+                );
+            }
             let orphans = act.note_orphans(&node_id, check.orphaned);
             if !orphans.is_empty() {
                 let proposer = act.proposer.clone();
