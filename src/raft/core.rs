@@ -49,6 +49,16 @@ struct ReadRequest {
     acks: BTreeSet<NodeId>,
 }
 
+/// A snapshot being received chunk by chunk (kept in memory only).
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    /// The leader sending it, and its term: chunks of another transfer never mix in.
+    from: NodeId,
+    term: Term,
+    data: Vec<u8>,
+}
+
 /// One member's Raft state.
 pub(crate) struct Raft<S: Storage> {
     pub(crate) id: NodeId,
@@ -80,7 +90,7 @@ pub(crate) struct Raft<S: Storage> {
     uncommitted: VecDeque<(LogIndex, u64)>,
     uncommitted_bytes: u64,
     /// Follower: the snapshot being assembled from InstallSnapshot chunks.
-    incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    incoming_snapshot: Option<IncomingSnapshot>,
     /// Leader: the local snapshot being sent to lagging followers.
     outgoing_snapshot: Option<Snapshot>,
     pub(crate) msgs: Vec<Message>,
@@ -1113,7 +1123,17 @@ impl<S: Storage> Raft<S> {
             self.send_append(from, true);
             return;
         }
-        let _ = reject; // both cases resume where the follower says
+        // One chunk in flight: only an answer that moves the transfer (the follower took
+        // the chunk, or wants another offset than the one in flight) sends a chunk. A
+        // duplicated or reordered answer would otherwise start a second, endless exchange.
+        let moves = if reject {
+            next_offset != s.offset
+        } else {
+            next_offset > s.offset
+        };
+        if !moves {
+            return;
+        }
         s.offset = next_offset;
         self.send_snapshot_chunk(from);
     }
@@ -1127,11 +1147,38 @@ impl<S: Storage> Raft<S> {
         done: bool,
     ) {
         let index = meta.index;
-        if offset == 0 {
-            self.incoming_snapshot = Some((meta.clone(), Vec::new()));
+        if index <= self.log.committed {
+            // Already installed, or stale (C8): nothing to restore; our committed prefix
+            // matches the leader's log up to `index`, so acknowledge it as done.
+            self.incoming_snapshot = None;
+            let body = MessageBody::InstallSnapshotResponse {
+                index,
+                next_offset: offset + data.len() as u64,
+                reject: false,
+                done: true,
+            };
+            self.send(from, body);
+            return;
+        }
+        // A chunk at offset 0 starts a transfer, unless it repeats the start of the transfer
+        // already under way from the same leader in the same term (a duplicate or a
+        // retransmission): then the answer below tells the leader where to resume.
+        let same_transfer = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|t| t.meta == meta && t.from == from && t.term == self.term);
+        if offset == 0 && !same_transfer {
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                from,
+                term: self.term,
+                data: Vec::new(),
+            });
         }
         let expected = match &self.incoming_snapshot {
-            Some((m, buf)) if *m == meta => buf.len() as u64,
+            Some(t) if t.meta == meta && t.from == from && t.term == self.term => {
+                t.data.len() as u64
+            }
             _ => 0,
         };
         if expected != offset {
@@ -1144,7 +1191,7 @@ impl<S: Storage> Raft<S> {
             self.send(from, body);
             return;
         }
-        let (_, buf) = self.incoming_snapshot.as_mut().expect("matched above");
+        let buf = &mut self.incoming_snapshot.as_mut().expect("matched above").data;
         buf.extend_from_slice(&data);
         let received = buf.len() as u64;
         if !done {
@@ -1157,8 +1204,11 @@ impl<S: Storage> Raft<S> {
             self.send(from, body);
             return;
         }
-        let (meta, data) = self.incoming_snapshot.take().expect("matched above");
-        self.restore(Snapshot { meta, data });
+        let t = self.incoming_snapshot.take().expect("matched above");
+        self.restore(Snapshot {
+            meta: t.meta,
+            data: t.data,
+        });
         // Sent only after the Ready carrying the snapshot is durable (persisted_msgs).
         let body = MessageBody::InstallSnapshotResponse {
             index,
