@@ -294,9 +294,37 @@ pub struct TaskSubmitArgs {
     /// A retry with the same key returns the task created the first time.
     #[arg(long, value_name = "K")]
     pub idempotency_key: Option<String>,
-    /// Per-attempt run timeout in milliseconds.
+    /// Per-attempt run timeout in milliseconds; the agent stops the attempt and the leader
+    /// requeues it (or fails the task when attempts are exhausted).
     #[arg(long, value_name = "MS")]
     pub run_timeout_ms: Option<u64>,
+    /// Fail the task if it is still PENDING this long after submission, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub queue_timeout_ms: Option<u64>,
+    /// Delay before the second attempt, in milliseconds [server default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest delay between attempts, in milliseconds [server default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub backoff_max_ms: Option<u64>,
+    /// Growth of the delay per attempt, >= 1.0 [server default: 2.0].
+    #[arg(long, value_name = "X")]
+    pub backoff_multiplier: Option<f64>,
+    /// Fraction of each delay randomised away, 0.0..=1.0 [server default: 0.2].
+    #[arg(long, value_name = "F")]
+    pub backoff_jitter: Option<f64>,
+    /// Task slots the task occupies on its node [default: 1].
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
+    /// CPU the task needs, in millicores (1000 = one core).
+    #[arg(long, value_name = "MILLIS")]
+    pub cpu_millis: Option<u32>,
+    /// Memory the task needs, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<u64>,
+    /// GPUs the task needs.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
     /// Only place on nodes of this cloud provider.
     #[arg(long, value_name = "P")]
     pub cloud_provider: Option<String>,

@@ -20,8 +20,8 @@ use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{
     AddMemberRequest, CancelTaskRequest, DrainNodeRequest, GetClusterStatusRequest,
     GetClusterStatusResponse, GetTaskRequest, ListNodesRequest, ListTasksRequest,
-    ListTasksResponse, Node, PromoteMemberRequest, RemoveMemberRequest, SubmitTaskRequest, Task,
-    TaskConstraints, TaskStatus, TransferLeaderRequest,
+    ListTasksResponse, Node, PromoteMemberRequest, RemoveMemberRequest, ResourceRequest,
+    RetryPolicy, SubmitTaskRequest, Task, TaskConstraints, TaskStatus, TransferLeaderRequest,
 };
 
 /// How often `task submit --wait` polls the task.
@@ -189,6 +189,35 @@ pub async fn list_tasks(
     Ok(all)
 }
 
+/// The retry policy asked for on the command line; `None` (server defaults) when no flag is set.
+/// Unset fields stay at their "server default" encodings (0, or a negative jitter).
+fn retry_policy(args: &TaskSubmitArgs) -> Option<RetryPolicy> {
+    let any = args.backoff_initial_ms.is_some()
+        || args.backoff_max_ms.is_some()
+        || args.backoff_multiplier.is_some()
+        || args.backoff_jitter.is_some();
+    any.then(|| RetryPolicy {
+        initial_backoff_ms: args.backoff_initial_ms.unwrap_or(0),
+        max_backoff_ms: args.backoff_max_ms.unwrap_or(0),
+        backoff_multiplier: args.backoff_multiplier.unwrap_or(0.0),
+        jitter: args.backoff_jitter.unwrap_or(-1.0),
+    })
+}
+
+/// The resources asked for on the command line; `None` (server defaults) when no flag is set.
+fn resource_request(args: &TaskSubmitArgs) -> Option<ResourceRequest> {
+    let any = args.slots.is_some()
+        || args.cpu_millis.is_some()
+        || args.memory_mb.is_some()
+        || args.gpus.is_some();
+    any.then(|| ResourceRequest {
+        slots: args.slots.unwrap_or(0),
+        cpu_millis: args.cpu_millis.unwrap_or(0),
+        memory_mb: args.memory_mb.unwrap_or(0),
+        gpus: args.gpus.unwrap_or(0),
+    })
+}
+
 async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliError> {
     let (client, cfg) = setup(file, &args.client)?;
     let labels = config::parse_labels(&args.labels).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -212,11 +241,11 @@ async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliErro
         max_attempts: args.max_attempts,
         priority: args.priority,
         constraints,
-        resources: None,
+        resources: resource_request(&args),
         idempotency_key,
-        retry_policy: None,
+        retry_policy: retry_policy(&args),
         run_timeout_ms: args.run_timeout_ms.unwrap_or(0),
-        queue_timeout_ms: 0,
+        queue_timeout_ms: args.queue_timeout_ms.unwrap_or(0),
     };
     let response = client
         .call(|ch| {
