@@ -71,10 +71,7 @@ enum HeldState {
     /// Waiting for the start acknowledgement (`req` is the call in flight).
     Acking { req: Option<(u64, u64)> },
     /// Executing until tick `done_at`.
-    Running {
-        done_at: u64,
-        outcome: ReportResult,
-    },
+    Running { done_at: u64, outcome: ReportResult },
     /// Reporting `report` until acknowledged.
     Reporting {
         report: ReportResult,
@@ -596,7 +593,12 @@ impl Client {
     }
 
     /// One tick; returns acknowledged `(key, task_id)` pairs.
-    pub fn step(&mut self, now: u64, rng: &mut ChaCha8Rng, out: &mut Vec<Rpc>) -> Vec<(String, String)> {
+    pub fn step(
+        &mut self,
+        now: u64,
+        rng: &mut ChaCha8Rng,
+        out: &mut Vec<Rpc>,
+    ) -> Vec<(String, String)> {
         let mut acked = Vec::new();
         for rpc in std::mem::take(&mut self.inbox) {
             let Some(cur) = self.current.as_mut() else {
@@ -626,7 +628,9 @@ impl Client {
             }
         }
         if let Some(cur) = self.current.as_mut()
-            && cur.req.is_some_and(|(_, at)| now >= at + self.timeout_ticks)
+            && cur
+                .req
+                .is_some_and(|(_, at)| now >= at + self.timeout_ticks)
         {
             cur.req = None;
             cur.next_try = now;

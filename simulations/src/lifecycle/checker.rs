@@ -100,6 +100,12 @@ impl LifecycleChecker {
         LifecycleChecker::default()
     }
 
+    /// `NodeLost` decisions made by a leader that had lost its quorum (count; S3). They can
+    /// never commit, but a correct leader does not even make them.
+    pub fn decisions_without_quorum(&self) -> usize {
+        self.decisions.values().filter(|d| !d.quorum_ok).count()
+    }
+
     /// Records a `NodeLost` decision a leader is about to propose in `term`.
     pub fn note_decision(&mut self, term: u64, node: &str, d: Decision) {
         self.decisions.insert((term, node.to_string()), d);
@@ -232,7 +238,8 @@ impl LifecycleChecker {
                 continue;
             }
             self.nodes_declared_lost += 1;
-            let by_liveness = matches!(&cmd.kind, Some(Kind::NodeLost(l)) if l.node_id == n.node_id);
+            let by_liveness =
+                matches!(&cmd.kind, Some(Kind::NodeLost(l)) if l.node_id == n.node_id);
             if !by_liveness {
                 continue; // an operator SetNodeStatus; the term fence is checked above
             }
@@ -263,7 +270,9 @@ impl LifecycleChecker {
             violation!("idempotency key {key} returned task {prev} and then task {task_id}");
         }
         if self.reference.lookup_task(task_id).is_err() {
-            violation!("acknowledged submission {key} → {task_id} is not in the committed manifest");
+            violation!(
+                "acknowledged submission {key} → {task_id} is not in the committed manifest"
+            );
         }
         self.acked.insert(key.to_string(), task_id.to_string());
         Ok(())

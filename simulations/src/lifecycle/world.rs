@@ -31,9 +31,7 @@ use mlcp::manifest::command::{
 };
 use mlcp::manifest::{Manifest, ManifestError, TaskId};
 use mlcp::proto::{RetryPolicy, RunningAttempt, TaskStatus};
-use mlcp::raft::{
-    Config, EntryKind, LogIndex, NodeId, RawNode, Role, Snapshot, Status, Term,
-};
+use mlcp::raft::{Config, EntryKind, LogIndex, NodeId, RawNode, Role, Snapshot, Status, Term};
 use mlcp::scheduler::liveness::{Liveness, LivenessConfig, RunTimers};
 use mlcp::scheduler::{PlacementLimits, place};
 use prost::Message as _;
@@ -178,6 +176,8 @@ pub struct WorldOptions {
     pub snapshot_interval_entries: u64,
     /// Protections turned off (tests only).
     pub weakened: Weakened,
+    /// Raft CheckQuorum (a leader that hears from no quorum steps down).
+    pub check_quorum: bool,
     /// Seed.
     pub seed: u64,
 }
@@ -215,6 +215,7 @@ impl WorldOptions {
             rpc_drop_per_mille: 0,
             snapshot_interval_entries: 64,
             weakened: Weakened::default(),
+            check_quorum: true,
             seed: 1,
         }
     }
@@ -312,6 +313,9 @@ pub struct WorldStats {
     pub brake_scans: u64,
     /// Long polls answered with a redirect on leadership change.
     pub polls_redirected: u64,
+    /// Assignments handed to an agent that the committed manifest no longer assigns to it
+    /// (a read from a stale state, S6).
+    pub stale_assignments_served: u64,
 }
 
 /// The whole simulated world.
@@ -418,9 +422,15 @@ impl World {
     }
 
     fn start(&mut self, id: NodeId) {
-        let voters: Vec<NodeId> = self.options.controllers.iter().map(|&v| NodeId(v)).collect();
+        let voters: Vec<NodeId> = self
+            .options
+            .controllers
+            .iter()
+            .map(|&v| NodeId(v))
+            .collect();
         let mut config = Config::new(id, voters.clone());
         config.initial_voters = voters;
+        config.check_quorum = self.options.check_quorum;
         let c = self.controllers.get_mut(&id).expect("known");
         config.seed = self
             .options
@@ -551,7 +561,10 @@ impl World {
     /// Asks the leader to hand leadership to `to` (TimeoutNow).
     pub fn transfer_leader(&mut self, to: u64) {
         if let Some(l) = self.leader()
-            && let Some(core) = self.controllers.get_mut(&NodeId(l)).and_then(|c| c.core.as_mut())
+            && let Some(core) = self
+                .controllers
+                .get_mut(&NodeId(l))
+                .and_then(|c| c.core.as_mut())
         {
             let _ = core.transfer_leader(NodeId(to));
         }
@@ -647,7 +660,9 @@ impl World {
         if !c.is_up() {
             return Ok(());
         }
-        if c.leading.is_none() {
+        let local_poll =
+            self.options.weakened.poll_without_read_index && matches!(rpc.body, Body::Poll { .. });
+        if c.leading.is_none() && !local_poll {
             let hint = c.hint();
             self.reply(&rpc, Body::NotLeader { hint });
             return Ok(());
@@ -850,7 +865,7 @@ impl World {
                         && write.entries.iter().all(|e| e.term == st.soft.term);
                     if !stale_leader_append {
                         return Err(Violation(format!(
-                        "{} (controller {id} is {:?} in term {}, leader {:?})",
+                            "{} (controller {id} is {:?} in term {}, leader {:?})",
                             v.0, st.soft.role, st.soft.term, st.soft.leader
                         )));
                     }
@@ -1037,6 +1052,20 @@ impl World {
             }
         }
         for (rpc, body) in answers {
+            if let (Body::PollReply { assignments, .. }, Body::Poll { node_id, .. }) =
+                (&body, &rpc.body)
+            {
+                for (task, attempt) in assignments {
+                    let live = self.checker.reference.lookup_task(task).is_ok_and(|t| {
+                        t.attempt == *attempt
+                            && t.assigned_node_id == *node_id
+                            && t.status == TaskStatus::Assigned as i32
+                    });
+                    if !live {
+                        self.stats.stale_assignments_served += 1;
+                    }
+                }
+            }
             self.reply(&rpc, body);
         }
     }
@@ -1045,7 +1074,7 @@ impl World {
         let every = self.options.sched_interval_ticks.max(1);
         let grace = self.options.report_grace_ms;
         let c = self.controllers.get_mut(&id).expect("known");
-        if c.leading.is_none() || c.mono_ticks % every != 0 {
+        if c.leading.is_none() || !c.mono_ticks.is_multiple_of(every) {
             return;
         }
         if c.sched_busy.is_some_and(|i| c.applied < i) {
@@ -1083,7 +1112,7 @@ impl World {
         let now_tick = self.now;
         let c = self.controllers.get_mut(&id).expect("known");
         let Some(term) = c.leading else { return };
-        if c.mono_ticks % every != 0 || c.scan_busy.is_some_and(|i| c.applied < i) {
+        if !c.mono_ticks.is_multiple_of(every) || c.scan_busy.is_some_and(|i| c.applied < i) {
             return;
         }
         c.scan_busy = None;
@@ -1111,7 +1140,10 @@ impl World {
                 .or(last);
         }
         if let Some(r) = actions.requeue {
-            last = self.propose(id, Kind::RequeueTasks(r)).map(|p| p.0).or(last);
+            last = self
+                .propose(id, Kind::RequeueTasks(r))
+                .map(|p| p.0)
+                .or(last);
         }
         self.controllers.get_mut(&id).expect("known").scan_busy = last;
     }
@@ -1151,7 +1183,11 @@ impl World {
         }
         for msg in self.net.take_due(self.now) {
             self.trace(&[1, self.now, msg.from.get(), msg.to.get(), msg.term.get()]);
-            if let Some(core) = self.controllers.get_mut(&msg.to).and_then(|c| c.core.as_mut()) {
+            if let Some(core) = self
+                .controllers
+                .get_mut(&msg.to)
+                .and_then(|c| c.core.as_mut())
+            {
                 core.step(msg);
             }
         }
@@ -1257,7 +1293,9 @@ impl World {
         };
         self.handle_call(NodeId(leader), rpc)?;
         let key = key.to_string();
-        let ok = self.run_until(200, |w| w.manifest().task_by_idempotency_key(&key).is_some())?;
+        let ok = self.run_until(200, |w| {
+            w.manifest().task_by_idempotency_key(&key).is_some()
+        })?;
         assert!(ok, "submission {key} did not commit");
         Ok(self
             .manifest()
@@ -1265,6 +1303,13 @@ impl World {
             .expect("committed")
             .task_id
             .clone())
+    }
+
+    /// Drops every agent-network message in flight to `to` (a lost reply).
+    pub fn drop_rpcs_to(&mut self, to: Endpoint) -> usize {
+        let before = self.rpcs.len();
+        self.rpcs.retain(|r| r.2.to != to);
+        before - self.rpcs.len()
     }
 
     /// Proposes `kind` on the leader as its shell would (scenario tests).
