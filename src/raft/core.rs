@@ -91,8 +91,10 @@ pub(crate) struct Raft<S: Storage> {
     uncommitted_bytes: u64,
     /// Follower: the snapshot being assembled from InstallSnapshot chunks.
     incoming_snapshot: Option<IncomingSnapshot>,
-    /// Leader: the local snapshot being sent to lagging followers.
-    outgoing_snapshot: Option<Snapshot>,
+    /// Leader: local snapshots being sent to lagging followers, by index. A transfer
+    /// finishes with the snapshot it started with, even if a newer one is taken meanwhile
+    /// (restarting would livelock when snapshots are taken faster than a transfer lasts).
+    outgoing_snapshots: BTreeMap<LogIndex, Snapshot>,
     pub(crate) msgs: Vec<Message>,
     pub(crate) persisted_msgs: Vec<Message>,
     pub(crate) read_states: Vec<ReadState>,
@@ -164,7 +166,7 @@ impl<S: Storage> Raft<S> {
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
             incoming_snapshot: None,
-            outgoing_snapshot: None,
+            outgoing_snapshots: BTreeMap::new(),
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
@@ -266,6 +268,7 @@ impl<S: Storage> Raft<S> {
         self.reset_election_timeout();
         self.votes.clear();
         self.progress.clear();
+        self.outgoing_snapshots.clear();
         self.transferee = None;
         self.reads.clear();
         self.reads_before_commit.clear();
@@ -1037,29 +1040,34 @@ impl<S: Storage> Raft<S> {
 
     // ---- snapshots (§7) --------------------------------------------------------------------
 
-    /// Makes `outgoing_snapshot` the latest local snapshot (loading it from storage when
-    /// the cached one is missing or older); returns its index.
-    fn load_outgoing_snapshot(&mut self) -> LogIndex {
+    /// Loads the latest local snapshot into the outgoing cache; returns its index.
+    fn load_latest_snapshot(&mut self) -> LogIndex {
         let latest = self.log.first_index().prev();
-        let stale = self
-            .outgoing_snapshot
-            .as_ref()
-            .is_none_or(|s| s.meta.index < latest);
-        if stale {
+        if !self.outgoing_snapshots.contains_key(&latest) {
             match self.log.storage.snapshot() {
-                Ok(s) => self.outgoing_snapshot = Some(s),
+                Ok(snap) => {
+                    let index = snap.meta.index;
+                    self.outgoing_snapshots.insert(index, snap);
+                    return index;
+                }
                 Err(e) => panic!("raft: cannot read the local snapshot: {e}"),
             }
         }
-        self.outgoing_snapshot
-            .as_ref()
-            .expect("loaded above")
-            .meta
-            .index
+        latest
+    }
+
+    /// Drops cached snapshots no transfer uses any more.
+    fn prune_outgoing_snapshots(&mut self) {
+        let in_use: BTreeSet<LogIndex> = self
+            .progress
+            .values()
+            .filter_map(|p| p.snapshot.as_ref().map(|s| s.index))
+            .collect();
+        self.outgoing_snapshots.retain(|i, _| in_use.contains(i));
     }
 
     fn start_snapshot(&mut self, to: NodeId) {
-        let index = self.load_outgoing_snapshot();
+        let index = self.load_latest_snapshot();
         assert!(
             index.0 > 0,
             "raft: follower {to} needs compacted entries but there is no snapshot"
@@ -1071,21 +1079,31 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
-        self.load_outgoing_snapshot();
-        let Some(snap) = self.outgoing_snapshot.as_ref() else {
+        let Some(index) = self
+            .progress
+            .get(&to)
+            .and_then(|p| p.snapshot.as_ref())
+            .map(|s| s.index)
+        else {
             return;
         };
-        let Some(pr) = self.progress.get_mut(&to) else {
-            return;
-        };
-        let Some(s) = pr.snapshot.as_mut() else {
-            return;
-        };
-        if s.index != snap.meta.index {
-            // A newer local snapshot replaced the one being sent: start over with it.
-            s.index = snap.meta.index;
+        if !self.outgoing_snapshots.contains_key(&index) {
+            // Not cached (cannot happen while a transfer uses it): restart with the latest.
+            let latest = self.load_latest_snapshot();
+            let s = self
+                .progress
+                .get_mut(&to)
+                .and_then(|p| p.snapshot.as_mut())
+                .expect("checked above");
+            s.index = latest;
             s.offset = 0;
         }
+        let s = self
+            .progress
+            .get_mut(&to)
+            .and_then(|p| p.snapshot.as_mut())
+            .expect("checked above");
+        let snap = &self.outgoing_snapshots[&s.index];
         s.ticks_since_send = 0;
         let len = snap.data.len() as u64;
         let offset = s.offset.min(len);
@@ -1120,6 +1138,7 @@ impl<S: Storage> Raft<S> {
         if done {
             pr.match_index = pr.match_index.max(index);
             pr.become_probe();
+            self.prune_outgoing_snapshots();
             self.send_append(from, true);
             return;
         }
@@ -1267,13 +1286,7 @@ impl<S: Storage> Raft<S> {
         if let Some(pos) = self.conf_history.iter().rposition(|(i, _)| *i <= index) {
             self.conf_history.drain(..pos);
         }
-        if self
-            .outgoing_snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta.index < index)
-        {
-            self.outgoing_snapshot = None;
-        }
+        self.prune_outgoing_snapshots();
     }
 
     // ---- proposals -------------------------------------------------------------------------
@@ -1357,6 +1370,7 @@ impl<S: Storage> Raft<S> {
         }
         let members = self.membership.clone();
         self.progress.retain(|id, _| members.contains(*id));
+        self.prune_outgoing_snapshots();
         if self
             .transferee
             .is_some_and(|t| !members.voters.contains(&t))
