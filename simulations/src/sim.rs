@@ -117,7 +117,7 @@ impl Params {
         };
         config.inflight_msgs_max = rng.random_range(1..=8);
         config.inflight_bytes_max = rng.random_range(400..=4000);
-        config.snapshot_chunk_bytes = rng.random_range(16..=256);
+        config.snapshot_chunk_bytes = rng.random_range(512..=8192);
         config.learner_catch_up_entries_max = rng.random_range(5..=50);
         Params {
             seed,
