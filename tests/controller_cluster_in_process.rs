@@ -3,7 +3,8 @@
 //! What it shows: any member accepts any call — a follower forwards writes, heartbeats and
 //! long polls to the leader (one hop, with the leader's answer passed back) — and a long poll
 //! waiting on the leader is cancelled with UNAVAILABLE and a leader hint (`x-mlcp-leader`)
-//! when leadership moves (SCENARIOS S11). Waits are polls with deadlines, never sleeps.
+//! when leadership moves (SCENARIOS S11). Cluster status asked of a follower shows the
+//! leader's member table (roles, match indexes). Waits are polls with deadlines, never sleeps.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +16,8 @@ use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::task_service_client::TaskServiceClient;
 use mlcp::proto::{
-    GetClusterStatusRequest, HeartbeatRequest, NodeCapacity, PollTaskRequest, SubmitTaskRequest,
-    TransferLeaderRequest,
+    GetClusterStatusRequest, HeartbeatRequest, MemberRole, NodeCapacity, PollTaskRequest,
+    SubmitTaskRequest, TransferLeaderRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -143,6 +144,33 @@ fn followers_forward_and_polls_are_redirected_when_leadership_moves() {
                 start.elapsed() < DEADLINE,
                 "assignment never reached the follower's poll"
             );
+        }
+
+        // Status asked of a follower shows the leader's member table (every role, the match
+        // indexes only the leader tracks) but the follower's own id.
+        let start = Instant::now();
+        loop {
+            let s = ClusterServiceClient::new(channel(at(follower)))
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .expect("status from a follower")
+                .into_inner();
+            assert_eq!(s.self_id, follower);
+            let role_of = |id: u64| s.members.iter().find(|m| m.id == id).unwrap().role;
+            let others: Vec<_> = s.members.iter().filter(|m| m.id != leader).collect();
+            assert_eq!(s.members.len(), 3, "{s:?}");
+            assert_eq!(role_of(leader), MemberRole::Leader as i32, "{s:?}");
+            if others
+                .iter()
+                .all(|m| m.role == MemberRole::Follower as i32 && m.match_index > 0)
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "followers' roles and match indexes never shown: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
         // A long poll on the leader is cut short with a redirect when leadership moves.

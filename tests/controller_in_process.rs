@@ -624,6 +624,81 @@ fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
     server.join().expect("clean shutdown");
 }
 
+/// Issue 4 §3, SCENARIOS S8: an agent that keeps heartbeating (so its node stays healthy)
+/// but never reports loses the attempt once its run timeout passes on the leader's
+/// monotonic clock; the next heartbeat tells it to abort, and the task runs again.
+#[test]
+fn an_attempt_that_never_reports_is_requeued_after_its_run_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let addr = server.grpc_addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(addr).await;
+        wait_for_leader(&mut c).await;
+        c.nodes.heartbeat(heartbeat("slow", vec![])).await.unwrap();
+        let t = c
+            .tasks
+            .submit_task(SubmitTaskRequest {
+                run_timeout_ms: 200,
+                ..submit("{}")
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let a1 = poll_for(&mut c, "slow", &t.task_id).await;
+        c.nodes
+            .ack_task_started(AckTaskStartedRequest {
+                task_id: t.task_id.clone(),
+                attempt: a1,
+                node_id: "slow".into(),
+            })
+            .await
+            .unwrap();
+        let running = vec![RunningAttempt {
+            task_id: t.task_id.clone(),
+            attempt: a1,
+        }];
+
+        // The agent heartbeats, reporting the attempt running, but never reports a result.
+        let start = Instant::now();
+        let abort = loop {
+            let reply = c
+                .nodes
+                .heartbeat(heartbeat("slow", running.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+            if !reply.abort.is_empty() {
+                break reply.abort;
+            }
+            assert!(start.elapsed() < DEADLINE, "attempt {a1} never timed out");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(abort, running, "the timed-out attempt is aborted");
+        let requeued = get(&mut c, &t.task_id).await;
+        let first = &requeued.attempts[0];
+        assert_eq!(first.outcome, TaskStatus::Failed as i32);
+        assert!(!first.reported, "the controller ended it: {first:?}");
+        assert_eq!(poll_for(&mut c, "slow", &t.task_id).await, a1 + 1);
+    });
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}
+
 /// Operator controls on one controller: a watch follows a task to its terminal state, a
 /// cancel ends a task that can never be placed (and repeating it is harmless), a finished
 /// task cannot be cancelled, and a drained node receives no new placements until undrained.

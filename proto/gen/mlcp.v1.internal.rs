@@ -65,7 +65,7 @@ pub struct SubmitTask {
     /// JSON document.
     #[prost(string, tag = "3")]
     pub task_data: ::prost::alloc::string::String,
-    /// Count, 1..=100 (0 = default 3).
+    /// Count, 1..=100 (0 = default 3 when applied; the public API refuses 0 before proposing).
     #[prost(uint32, tag = "4")]
     pub max_attempts: u32,
     /// Higher runs first (dimensionless).

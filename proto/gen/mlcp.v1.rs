@@ -358,7 +358,8 @@ pub struct SubmitTaskRequest {
     /// Executor input: a JSON document, at most 1 MiB (server-configurable).
     #[prost(string, tag = "2")]
     pub task_data: ::prost::alloc::string::String,
-    /// Attempts allowed (count, 1..=100); 0 = server default (3).
+    /// Attempts allowed (count, 1..=100). Required: 0 is refused with INVALID_ARGUMENT (issue 3),
+    /// so a client that forgot the field hears about it instead of getting a default.
     #[prost(uint32, tag = "3")]
     pub max_attempts: u32,
     /// Higher runs first (dimensionless; default 0).
@@ -2111,7 +2112,9 @@ pub mod cluster_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Members, roles, leader, term, commit and applied index, alerts.
+        /// Members, roles, leader, term, commit and applied index, alerts. A follower takes the
+        /// member table (roles, match indexes), alerts and heartbeat interval from the leader and
+        /// keeps its own id, term and indexes; with no reachable leader it answers alone.
         pub async fn get_cluster_status(
             &mut self,
             request: impl tonic::IntoRequest<super::GetClusterStatusRequest>,
@@ -2326,7 +2329,9 @@ pub mod cluster_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with ClusterServiceServer.
     #[async_trait]
     pub trait ClusterService: std::marker::Send + std::marker::Sync + 'static {
-        /// Members, roles, leader, term, commit and applied index, alerts.
+        /// Members, roles, leader, term, commit and applied index, alerts. A follower takes the
+        /// member table (roles, match indexes), alerts and heartbeat interval from the leader and
+        /// keeps its own id, term and indexes; with no reachable leader it answers alone.
         async fn get_cluster_status(
             &self,
             request: tonic::Request<super::GetClusterStatusRequest>,

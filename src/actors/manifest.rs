@@ -30,7 +30,7 @@ use crate::manifest::command::{
 use crate::manifest::{Manifest, TaskId};
 use crate::proto::{Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus};
 use crate::raft::{EntryKind, LogIndex};
-use crate::scheduler::liveness::{Liveness, LivenessActions};
+use crate::scheduler::liveness::{Liveness, LivenessActions, RunTimers};
 use crate::scheduler::{self, PlacementLimits};
 
 /// Mailbox bound of the manifest actor (messages).
@@ -151,13 +151,22 @@ pub struct PlanAssignments {
     pub batch_max: usize,
 }
 
-/// Scheduler → manifest: attempts past their run timeout and PENDING tasks past their queue
-/// timeout at `now_ms` (unix ms). `None` when there are none.
+/// Scheduler → manifest: attempts past their run timeout on the leader's monotonic clock
+/// (`run_timers`, SCENARIOS S8) and PENDING tasks past their queue timeout at `now_ms`
+/// (unix ms; measured from the committed `created_at`, which the apply re-checks). `None`
+/// when there are none.
 #[derive(Message, Debug)]
 #[rtype(result = "Option<ExpireTasks>")]
 pub struct PlanExpirations {
-    /// The proposer's wall clock (unix ms).
+    /// The proposer's wall clock (unix ms), for queue timeouts only.
     pub now_ms: i64,
+    /// The scheduler's monotonic clock (ms since it started), for run timeouts.
+    pub mono_now_ms: u64,
+    /// The scheduler's run timers; the manifest only borrows them for this scan.
+    pub run_timers: Arc<Mutex<RunTimers>>,
+    /// How long past its run timeout an attempt may still report before it is requeued
+    /// (ms): the agent stops the task at the timeout and needs time to say so.
+    pub report_grace_ms: u64,
 }
 
 /// Heartbeat monitor → manifest: run the pure liveness core over the current state. The
@@ -473,7 +482,14 @@ impl Handler<PlanAssignments> for ManifestActor {
 impl Handler<PlanExpirations> for ManifestActor {
     type Result = Option<ExpireTasks>;
     fn handle(&mut self, msg: PlanExpirations, _: &mut Context<Self>) -> Self::Result {
-        let e = self.manifest.timed_out(msg.now_ms, |_| None, msg.now_ms);
+        let mut timers = msg.run_timers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut e = timers.expired(&self.manifest, msg.mono_now_ms, msg.report_grace_ms);
+        // Only the queue timeouts come from the wall-clock scan; its run timeouts (from the
+        // wall-clock `assigned_at`) would fire early when the clock is stepped (S8).
+        e.queue_timed_out = self
+            .manifest
+            .timed_out(msg.now_ms, |_| None, msg.now_ms)
+            .queue_timed_out;
         (!e.run_timed_out.is_empty() || !e.queue_timed_out.is_empty()).then_some(e)
     }
 }
@@ -581,6 +597,42 @@ mod tests {
                 attempt: 1,
             }],
         })
+    }
+
+    #[actix::test]
+    async fn a_wall_clock_step_does_not_fire_a_run_timeout_early_s8() {
+        let (tx, _) = watch::channel(LogIndex(0));
+        let m = ManifestActor::new(tx).start();
+        let submit = Kind::SubmitTask(SubmitTask {
+            task_id: TASK.into(),
+            task_type: "sleep".into(),
+            task_data: "{}".into(),
+            run_timeout_ms: 1_000,
+            ..Default::default()
+        });
+        let entries = vec![entry(1, submit), entry(2, register()), entry(3, assign())];
+        m.send(ApplyCommitted { entries }).await.unwrap();
+        let timers = Arc::new(Mutex::new(RunTimers::new()));
+        let scan = |now_ms: i64, mono_now_ms: u64| PlanExpirations {
+            now_ms,
+            mono_now_ms,
+            run_timers: timers.clone(),
+            report_grace_ms: 200,
+        };
+        // The wall clock jumps an hour past the assignment; the monotonic clock does not.
+        let hour_later = NOW + 3_600_000;
+        assert!(m.send(scan(hour_later, 10)).await.unwrap().is_none());
+        assert!(m.send(scan(hour_later, 1_100)).await.unwrap().is_none());
+        // Only the monotonic clock passing timeout + grace fires it.
+        let e = m.send(scan(NOW, 1_210)).await.unwrap().expect("timed out");
+        assert_eq!(
+            e.run_timed_out,
+            vec![AttemptRef {
+                task_id: TASK.into(),
+                attempt: 1
+            }]
+        );
+        assert!(e.queue_timed_out.is_empty());
     }
 
     #[actix::test]

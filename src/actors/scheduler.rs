@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -23,6 +24,7 @@ use crate::actors::manifest::{ManifestActor, PlanAssignments, PlanExpirations};
 use crate::actors::proposer::{Proposer, wall_clock_ms};
 use crate::manifest::command::Kind;
 use crate::raft::Term;
+use crate::scheduler::liveness::RunTimers;
 
 /// Mailbox bound of the scheduler (messages).
 pub const SCHEDULER_MAILBOX_MESSAGES_MAX: usize = 64;
@@ -36,6 +38,9 @@ pub struct SchedulerOptions {
     pub interval: Duration,
     /// Look for run and queue timeouts at most this often (a full scan of the tasks).
     pub expiry_interval: Duration,
+    /// How long past its run timeout an attempt may still report before the leader
+    /// requeues it (the agent stops the task at the timeout, then reports).
+    pub run_timeout_report_grace: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -44,6 +49,7 @@ impl Default for SchedulerOptions {
             batch_assignments_max: 256,
             interval: Duration::from_millis(250),
             expiry_interval: Duration::from_secs(1),
+            run_timeout_report_grace: Duration::from_secs(2),
         }
     }
 }
@@ -62,6 +68,11 @@ pub struct SchedulerActor {
     running: bool,
     woken: bool,
     last_expiry: Option<Instant>,
+    /// Origin of the monotonic clock run timeouts are measured on (SCENARIOS S8).
+    epoch: Instant,
+    /// When this leader first saw each in-flight attempt; cleared on every leadership
+    /// change so an inherited attempt gets a full timeout from leadership start.
+    run_timers: Arc<Mutex<RunTimers>>,
 }
 
 impl SchedulerActor {
@@ -75,6 +86,8 @@ impl SchedulerActor {
             running: false,
             woken: false,
             last_expiry: None,
+            epoch: Instant::now(),
+            run_timers: Arc::new(Mutex::new(RunTimers::new())),
         }
     }
 
@@ -97,10 +110,22 @@ impl SchedulerActor {
         if expire_now {
             self.last_expiry = Some(Instant::now());
         }
+        let expirations = PlanExpirations {
+            now_ms: 0,
+            mono_now_ms: u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX),
+            run_timers: self.run_timers.clone(),
+            report_grace_ms: u64::try_from(self.opts.run_timeout_report_grace.as_millis())
+                .unwrap_or(u64::MAX),
+        };
         let work = async move {
             let now_ms = wall_clock_ms();
             if expire_now
-                && let Ok(Some(expire)) = manifest.send(PlanExpirations { now_ms }).await
+                && let Ok(Some(expire)) = manifest
+                    .send(PlanExpirations {
+                        now_ms,
+                        ..expirations
+                    })
+                    .await
                 && let Err(e) = proposer.propose(term, Kind::ExpireTasks(expire)).await
             {
                 tracing::debug!(error = %e, "expiry not committed");
@@ -150,6 +175,12 @@ impl Handler<LeadershipChanged> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
         self.term = msg.is_leader.then_some(msg.term);
+        // Timers are this leader's alone: a new leader starts every clock afresh.
+        self.run_timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.last_expiry = None;
         if msg.is_leader {
             tracing::info!(term = %msg.term, "scheduler active (leader)");
             self.round(ctx);

@@ -33,6 +33,10 @@ use crate::raft::{Membership, NodeId, Role};
 /// Longest drain wait, in ms.
 pub const DRAIN_DEADLINE_MS_MAX: u64 = 3_600_000;
 
+/// How long a follower waits for the leader's member table before answering
+/// `GetClusterStatus` alone: status must stay quick when the leader is gone.
+pub const STATUS_FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The ClusterService implementation.
 #[derive(Clone)]
 pub struct ClusterSvc {
@@ -192,9 +196,32 @@ impl ClusterSvc {
 impl ClusterService for ClusterSvc {
     async fn get_cluster_status(
         &self,
-        _req: Request<GetClusterStatusRequest>,
+        mut req: Request<GetClusterStatusRequest>,
     ) -> Result<Response<GetClusterStatusResponse>, Status> {
-        Ok(Response::new(cluster_status(&self.ctx).await?))
+        let mut status = cluster_status(&self.ctx).await?;
+        // Only the leader knows every member's role and match index, and only its monitor
+        // has the alerts and the heartbeat interval: a follower takes those from the leader
+        // but keeps its own id, term and indexes (tools compare members by them). Without a
+        // reachable leader it answers alone, roles and matches unknown.
+        if let Ok(Route::Forward(ch)) = self.ctx.router.route(&mut req) {
+            req.set_timeout(STATUS_FORWARD_TIMEOUT);
+            match ClusterServiceClient::new(ch)
+                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
+                .get_cluster_status(req)
+                .await
+            {
+                Ok(resp) => {
+                    let leader = resp.into_inner();
+                    status.members = leader.members;
+                    status.alerts = leader.alerts;
+                    status.heartbeat_interval_ms = leader.heartbeat_interval_ms;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding GetClusterStatus failed; answering locally")
+                }
+            }
+        }
+        Ok(Response::new(status))
     }
 
     async fn list_nodes(
