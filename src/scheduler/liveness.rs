@@ -275,8 +275,25 @@ impl Liveness {
         };
         stale.sort();
 
-        let mass = stale.len() >= self.config.mass_failure_nodes_min.max(1)
-            && (stale.len() as f64) >= self.config.mass_failure_fraction * (up.len() as f64);
+        // Nodes cut off together do not cross the stale line in the same scan: their last
+        // heartbeats are spread over one interval. So the brake counts every node silent for
+        // at least `stale_after - interval` (about to go stale with the first) as part of the
+        // same failure; otherwise each scan sees only a slice of the fleet, below the
+        // threshold, and declares it lost piecemeal (SCENARIOS S9, found by the lifecycle
+        // simulator).
+        let suspect_after = stale_after.saturating_sub(self.heartbeat_interval_ms(nodes.len()));
+        let suspects = if stale.is_empty() {
+            0
+        } else {
+            up.iter()
+                .filter(|n| {
+                    let last = self.seen.get(&n.node_id).map_or(since, |s| s.last_ms);
+                    now_ms.saturating_sub(last) >= suspect_after
+                })
+                .count()
+        };
+        let mass = suspects >= self.config.mass_failure_nodes_min.max(1)
+            && (suspects as f64) >= self.config.mass_failure_fraction * (up.len() as f64);
         let raise = |stale: usize| Alert {
             code: MASS_NODE_FAILURE,
             message: format!(
@@ -299,7 +316,7 @@ impl Liveness {
                 since_ms: *since_ms,
             },
             (Brake::Off | Brake::Recovering { forced: false, .. }, true) => {
-                self.alert = Some(raise(stale.len()));
+                self.alert = Some(raise(suspects));
                 Brake::Engaged { since_ms: now_ms }
             }
             (Brake::Engaged { .. }, false) => Brake::Recovering {

@@ -115,10 +115,12 @@ pub struct Agent {
     held: BTreeMap<(String, u32), HeldState>,
     inbox: Vec<Rpc>,
     hb: Option<(u64, u64)>,
+    hb_to: u64,
     next_hb_at: u64,
     /// Heartbeat interval handed back by the leader, in ms.
     pub interval_ms: u64,
     poll: Option<(u64, u64)>,
+    poll_to: u64,
     next_poll_at: u64,
     failures: u32,
     registered: bool,
@@ -146,9 +148,11 @@ impl Agent {
             held: BTreeMap::new(),
             inbox: Vec::new(),
             hb: None,
+            hb_to: 0,
             next_hb_at: 0,
             interval_ms: 1000,
             poll: None,
+            poll_to: 0,
             next_poll_at: 0,
             failures: 0,
             registered: false,
@@ -279,6 +283,7 @@ impl Agent {
                     + self.clock_offset_ms,
             };
             self.hb = Some(self.send(now, body, out));
+            self.hb_to = self.target;
         }
         let free = self.held.len() < self.config.slots as usize;
         if self.registered && free && self.poll.is_none() && now >= self.next_poll_at {
@@ -287,15 +292,20 @@ impl Agent {
                 wait_ticks: self.config.poll_wait_ticks,
             };
             self.poll = Some(self.send(now, body, out));
+            self.poll_to = self.target;
         }
         self.work(now, rng, out, ev);
     }
 
     fn expire_calls(&mut self, now: u64, rng: &mut ChaCha8Rng) {
         let t = self.config.rpc_timeout_ticks;
+        // A call that timed out moves the agent off that controller only if it still talks
+        // to it (a long poll left on a dead leader must not undo a later fail-over).
         if self.hb.is_some_and(|(_, at)| now >= at + t) {
             self.hb = None;
-            self.fail_over(None);
+            if self.target == self.hb_to {
+                self.fail_over(None);
+            }
             self.next_hb_at = now + self.backoff(rng);
         }
         if self
@@ -303,7 +313,9 @@ impl Agent {
             .is_some_and(|(_, at)| now >= at + t + self.config.poll_wait_ticks)
         {
             self.poll = None;
-            self.fail_over(None);
+            if self.target == self.poll_to {
+                self.fail_over(None);
+            }
             self.next_poll_at = now + self.backoff(rng);
         }
         for state in self.held.values_mut() {
