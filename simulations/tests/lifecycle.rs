@@ -71,6 +71,8 @@ fn s01_zombie_worker_result_rejected() {
     let mut w = started(steady(3));
     let id = w.submit_direct("s1", 3).unwrap();
     let zombie = until_running(&mut w, &id);
+    // Let the start acknowledgement reach the agent: it is executing when it freezes.
+    w.run(5).unwrap();
     let now = w.now;
     w.agent(zombie).paused_until = now + 600;
     let id2 = id.clone();

@@ -1,0 +1,39 @@
+import sys,re
+case=sys.argv[1]
+R='/work/wt/lifesim/'
+def sub(path, old, new, count=1, region=None):
+    p=R+path; s=open(p).read()
+    if region:
+        i=s.index(region); head,tail=s[:i],s[i:]
+        assert old in tail,(case,old); tail=tail.replace(old,new,count); s=head+tail
+    else:
+        assert old in s,(case,old); s=s.replace(old,new,count)
+    open(p,'w').write(s)
+T='simulations/tests/lifecycle.rs'
+if case=='s01':
+    sub('src/manifest/lifecycle.rs',"        if t.attempt != attempt.0 || !is_active(task_status(t)) {\n            return Err(stale(t, attempt));\n        }","",region="    fn report(")
+elif case=='s02':
+    sub('src/manifest/nodes.rs',".into_iter()\n            .filter_map(|t| TaskId::parse",".into_iter()\n            .filter(|t| t.status == crate::proto::TaskStatus::Running as i32)\n            .filter_map(|t| TaskId::parse",region="    pub fn node_lost(")
+    sub('src/scheduler/liveness.rs',"if matches!(task_status(t), TaskStatus::Assigned | TaskStatus::Running)","if matches!(task_status(t), TaskStatus::Running)")
+elif case=='s03':
+    sub(T,"    o.check_quorum = false;\n","    o.check_quorum = false;\n    o.weakened.ignore_quorum = true;\n")
+elif case=='s04':
+    sub('src/scheduler/liveness.rs',"let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));","let grace_end = since;")
+elif case=='s05':
+    sub('src/manifest/lifecycle.rs',"let same = r.outcome == end.outcome as i32","let same = false && r.outcome == end.outcome as i32")
+elif case=='s06':
+    sub(T,"    let mut w = started(steady(2));\n    let id = w.submit_direct(\"s6\"","    let mut o6 = steady(2);\n    o6.weakened.poll_without_read_index = true;\n    let mut w = started(o6);\n    let id = w.submit_direct(\"s6\"")
+elif case=='s07':
+    sub('src/scheduler/mod.rs',"!task.cancel_requested && task.attempt < task.max_attempts && task.not_before <= now_ms","!task.cancel_requested && task.not_before <= now_ms")
+    sub('src/manifest/lifecycle.rs',"if end.retryable && t.attempt < t.max_attempts && !t.cancel_requested","if end.retryable && !t.cancel_requested")
+    sub('src/manifest/validate.rs',"","")  # no-op
+elif case=='s08':
+    sub('src/scheduler/liveness.rs',"            last_ms: now_ms,\n","            last_ms: agent_time_ms.max(0) as u64,\n")
+elif case=='s09':
+    sub('src/scheduler/liveness.rs',"let mass = suspects >=","let mass = false && suspects >=")
+elif case=='s10':
+    sub('src/scheduler/liveness.rs',"        if attempts.is_empty() {\n            return None;","        if true {\n            return None;")
+elif case=='s11':
+    sub(T,"    o.agent.poll_wait_ticks = 2_000;\n","    o.agent.poll_wait_ticks = 2_000;\n    o.weakened.keep_polls_on_step_down = true;\n")
+elif case=='s12':
+    sub('src/manifest/nodes.rs',"    pub fn registration_changes(&self, reg: &RegisterNode) -> bool {\n","    pub fn registration_changes(&self, reg: &RegisterNode) -> bool {\n        #[allow(unreachable_code)]\n        return true;\n")
