@@ -234,7 +234,7 @@ Examples:
 pub enum TaskCommand {
     /// Submit a task; prints it (or, with --wait, its final state).
     #[command(after_help = TASK_SUBMIT_AFTER_HELP)]
-    Submit(TaskSubmitArgs),
+    Submit(Box<TaskSubmitArgs>),
     /// Show one task with its attempts.
     Get {
         /// Task id (a UUID).

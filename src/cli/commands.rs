@@ -84,7 +84,7 @@ fn node_status_name(status: i32) -> String {
 /// Runs `mlcp task …`.
 pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliError> {
     match command {
-        TaskCommand::Submit(args) => submit(args, file).await,
+        TaskCommand::Submit(args) => submit(*args, file).await,
         TaskCommand::Get {
             id,
             consistent,
