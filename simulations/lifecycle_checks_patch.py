@@ -1,6 +1,7 @@
 import sys,re
 case=sys.argv[1]
-R='/work/wt/lifesim/'
+import os
+R = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '')
 def sub(path, old, new, count=1, region=None):
     p=R+path; s=open(p).read()
     if region:
