@@ -271,6 +271,28 @@ pub enum StartError {
         /// What was wrong.
         source: StorageError,
     },
+    /// `--peers` names other initial voters than the ones this data dir was bootstrapped with.
+    #[error(
+        "data dir {dir} was bootstrapped with voters {stored:?} but --peers lists {configured:?}; \
+         --peers must stay the initial voters (change membership with `mlcp cluster \
+         add-learner/promote/remove`)"
+    )]
+    BootstrapVotersChanged {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Voters recorded on the first start.
+        stored: Vec<u64>,
+        /// Voters configured now.
+        configured: Vec<u64>,
+    },
+    /// The bootstrap-voters record could not be read or written.
+    #[error("{path}: {reason}")]
+    BootstrapVotersFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
     /// Reading the durable state failed.
     #[error("reading the Raft log: {0}")]
     Storage(#[from] StorageError),

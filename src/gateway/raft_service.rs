@@ -142,6 +142,70 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
         .collect())
 }
 
+/// Name of the file in a data dir that records the initial voters the cluster was bootstrapped
+/// with (one line: `mlcp-bootstrap-voters v1 <id>,<id>,…`).
+pub const BOOTSTRAP_VOTERS_FILE: &str = "bootstrap-voters";
+
+/// Records the initial voters on a data dir's first start, and on every later start refuses a
+/// different set.
+///
+/// The core derives its configuration from the initial voters until the first snapshot
+/// records it, so restarting a member with another `--peers` would give it a configuration
+/// the rest of the cluster never agreed to — it could elect itself leader of a one-node
+/// "cluster" while the others keep theirs (two leaders in one term). Membership changes go
+/// through the log (`mlcp cluster add-learner/promote/remove`), never through flags.
+///
+/// Errors: [`StartError::BootstrapVotersChanged`] naming both sets, or an I/O error on the
+/// file (written to a temp name, fsynced and renamed, so it is never half-written).
+pub fn check_bootstrap_voters(dir: &std::path::Path, voters: &[NodeId]) -> Result<(), StartError> {
+    let path = dir.join(BOOTSTRAP_VOTERS_FILE);
+    let wanted: Vec<u64> = voters.iter().map(|v| v.0).collect();
+    let io = |e: std::io::Error| StartError::BootstrapVotersFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored = text
+                .trim()
+                .strip_prefix("mlcp-bootstrap-voters v1 ")
+                .and_then(|ids| {
+                    ids.split(',')
+                        .map(|id| id.trim().parse::<u64>().ok())
+                        .collect::<Option<Vec<u64>>>()
+                })
+                .ok_or_else(|| StartError::BootstrapVotersFile {
+                    path: path.clone(),
+                    reason: format!("unreadable record {:?}", text.trim()),
+                })?;
+            if stored != wanted {
+                return Err(StartError::BootstrapVotersChanged {
+                    dir: dir.to_path_buf(),
+                    stored,
+                    configured: wanted,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ids: Vec<String> = wanted.iter().map(u64::to_string).collect();
+            let tmp = dir.join(format!("{BOOTSTRAP_VOTERS_FILE}.tmp"));
+            {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&tmp).map_err(io)?;
+                writeln!(f, "mlcp-bootstrap-voters v1 {}", ids.join(",")).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// How this controller enters the cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bootstrap {
@@ -194,10 +258,15 @@ pub async fn start_replication_with(
             dir: opts.data_dir.clone(),
             source,
         })?;
-    let voters = members.keys().copied().filter(|id| match bootstrap {
-        Bootstrap::InitialMember => true,
-        Bootstrap::Join => *id != node_id,
-    });
+    let voters: Vec<NodeId> = members
+        .keys()
+        .copied()
+        .filter(|id| match bootstrap {
+            Bootstrap::InitialMember => true,
+            Bootstrap::Join => *id != node_id,
+        })
+        .collect();
+    check_bootstrap_voters(&opts.data_dir, &voters)?;
     let mut config = Config::new(node_id, voters);
     config.seed = rand::random();
     let peers = PeerChannels::new(TransportOptions::default());
@@ -230,4 +299,41 @@ pub async fn start_replication_with(
         transport_stats,
         configured_addresses: members,
     })
+}
+
+#[cfg(test)]
+mod bootstrap_voters_tests {
+    use super::*;
+
+    /// A data dir remembers the voters it was bootstrapped with; restarting it with another
+    /// `--peers` (found by a user: it elected a second leader in the same term) is refused,
+    /// naming both sets, and nothing is rewritten.
+    #[test]
+    fn a_data_dir_refuses_other_initial_voters() {
+        let dir = tempfile::tempdir().unwrap();
+        let three = [NodeId(1), NodeId(2), NodeId(3)];
+        check_bootstrap_voters(dir.path(), &three).unwrap();
+        check_bootstrap_voters(dir.path(), &three).unwrap();
+        let err = check_bootstrap_voters(dir.path(), &[NodeId(1)]).unwrap_err();
+        match &err {
+            StartError::BootstrapVotersChanged {
+                stored, configured, ..
+            } => {
+                assert_eq!(stored, &vec![1, 2, 3]);
+                assert_eq!(configured, &vec![1]);
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(err.to_string().contains("--peers"), "{err}");
+        check_bootstrap_voters(dir.path(), &three).unwrap();
+    }
+
+    /// A damaged record is an error naming the file, never silently replaced.
+    #[test]
+    fn a_damaged_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BOOTSTRAP_VOTERS_FILE), "garbage").unwrap();
+        let err = check_bootstrap_voters(dir.path(), &[NodeId(1)]).unwrap_err();
+        assert!(err.to_string().contains(BOOTSTRAP_VOTERS_FILE), "{err}");
+    }
 }
