@@ -79,6 +79,59 @@ fn lost_snapshot_chunk_is_retransmitted() {
     assert_eq!(net.nodes[&lagger].sm, net.nodes[&leader].sm);
 }
 
+/// Liveness (simulator seed 9796127466775547395): lost acknowledgements of a snapshot
+/// transfer, a chunk's and the final one's, must not stall it. The leader retransmits the
+/// chunk in flight after an election timeout; the follower answers a chunk it already holds
+/// with the offset it wants next (or, once restored, with `done`), and the transfer finishes.
+#[test]
+fn lost_snapshot_acks_do_not_stall_the_transfer() {
+    let mut net = Net::new(3, |c| c.snapshot_chunk_bytes = 8);
+    let leader = net.elect();
+    let lagger = net.nodes.keys().copied().find(|&id| id != leader).unwrap();
+    net.isolate(lagger.0);
+    for i in 0..10u8 {
+        net.propose(leader, &[i; 4]);
+    }
+    let snap_index = net.take_snapshot(leader);
+    let dropped = std::rc::Rc::new(std::cell::Cell::new((false, false)));
+    let d = dropped.clone();
+    net.filter = Some(Box::new(move |m: &Message| {
+        let (chunk_ack, done_ack) = d.get();
+        match m.body {
+            MessageBody::InstallSnapshotResponse {
+                done: false,
+                reject: false,
+                next_offset: 16,
+                ..
+            } if !chunk_ack => {
+                d.set((true, done_ack));
+                false
+            }
+            MessageBody::InstallSnapshotResponse { done: true, .. } if !done_ack => {
+                d.set((chunk_ack, true));
+                false
+            }
+            _ => true,
+        }
+    }));
+    net.heal();
+    net.ticks(60);
+    assert_eq!(
+        dropped.get(),
+        (true, true),
+        "both acknowledgements were dropped"
+    );
+    let l = &net.nodes[&lagger];
+    assert_eq!(l.log.snapshot().unwrap().meta.index, snap_index);
+    assert_eq!(l.sm, net.nodes[&leader].sm);
+    let status = net.raw(leader.0).status();
+    assert_eq!(
+        status.peers[&lagger].match_index, status.last_index,
+        "the leader knows the follower caught up"
+    );
+    net.check_agreement();
+}
+
 /// SCENARIOS C8: a snapshot at or below the follower's commit index is acknowledged but
 /// ignored — nothing to persist, and the applied index does not move backwards.
 #[test]
