@@ -10,8 +10,8 @@
 //!   the log of every leader of a term after `t` — checked on the leader's `last_index` when it
 //!   takes office, and on the durable prefix before the first entry it writes.
 //! - **State-machine safety:** every node applies the same entry at each index.
-//! - **Committed entries are never lost or changed:** a durable entry at or below a commit
-//!   index matches what was committed there; a restarted node's log covers its commit index.
+//! - **Committed entries are never lost or changed:** a durable entry at or below its node's
+//!   commit index matches what was committed there; a restarted node's log covers its commit index.
 //! - **Monotonic term, vote and commit:** a node's durable term and commit never decrease, a
 //!   durable vote never changes within a term (SCENARIOS C2), and a running node's term and
 //!   commit never go below what it had durable or already showed in this life.
@@ -283,7 +283,12 @@ impl Checker {
                     }
                 }
             }
-            if let Some((t, h)) = self.committed.get(&entry.index).copied()
+            // Only at or below this node's own commit index: a deposed leader (or its
+            // follower) that has not yet heard of the newer term may legally write an
+            // entry of its old term at an index another quorum already committed; it is
+            // replaced when the node hears from the new leader, before it commits there.
+            if entry.index <= after.hard_state.commit
+                && let Some((t, h)) = self.committed.get(&entry.index).copied()
                 && (t != entry.term || h.is_some_and(|h| h != hash))
             {
                 violation!(

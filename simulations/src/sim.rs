@@ -745,10 +745,20 @@ impl<'a> Sim<'a> {
         };
         let status = self.cluster.status(leader.get()).expect("up");
         let commit = status.hard.commit;
-        status.membership.members().all(|id| {
-            let n = &self.cluster.nodes[&id];
-            n.kv.applied >= commit
-        }) && self.cluster.nodes[&leader].kv.applied >= commit
+        // A just-elected leader may not yet know what an earlier leader committed (it learns
+        // on committing an entry of its own term, §5.4.2); final checks against its commit
+        // would then miss acknowledged commands (seed 753).
+        let behind = self.cluster.nodes.values().any(|n| {
+            n.core
+                .as_ref()
+                .is_some_and(|c| c.status().hard.commit > commit)
+        });
+        !behind
+            && status.membership.members().all(|id| {
+                let n = &self.cluster.nodes[&id];
+                n.kv.applied >= commit
+            })
+            && self.cluster.nodes[&leader].kv.applied >= commit
     }
 
     fn final_checks(&mut self) -> Result<(), Failure> {

@@ -621,3 +621,42 @@ fn c10_retried_command_is_applied_once() {
         c.checker.check_final(NodeId(id), &c.node(id).kv).unwrap();
     }
 }
+
+/// Simulator seed 39: a deposed leader's slow write of its own entry lands after the next
+/// leader committed another entry at that index. Node 1 (term t1) proposes A at index k and
+/// its write stays in flight; nodes 2 and 3 elect node 2 (term t2), which commits its own
+/// entry at k; then node 1's write of A becomes durable. That is legal Raft — node 1's
+/// commit index is below k and A is overwritten once node 1 hears from node 2 — so the
+/// checker must only flag a conflicting durable entry at or below the writer's own commit.
+#[test]
+fn deposed_leader_slow_write_below_anothers_commit_is_not_a_violation() {
+    let mut c = Cluster::new(ClusterOptions::new(&[1, 2, 3]));
+    let all = [1, 2, 3];
+    let t1 = elect(&mut c, 1, &all);
+    c.stabilize(&all).unwrap();
+    let k = c.propose(NodeId(1), cmd(1, 1)).unwrap();
+    assert!(
+        c.run_to(1, Stage::Writing(0)).unwrap(),
+        "node 1 is writing A"
+    );
+    c.drop_where(|m| m.from == NodeId(1));
+
+    let t2 = elect(&mut c, 2, &[2, 3]);
+    assert!(t2 > t1);
+    c.stabilize(&[2, 3]).unwrap();
+    assert!(c.status(2).unwrap().hard.commit >= k, "node 2 committed k");
+    let committed = c.checker.committed_at(k).expect("k is known committed").0;
+    assert_eq!(committed, t2);
+
+    assert!(c.run_to(1, Stage::Durable).unwrap(), "node 1's write lands");
+    assert_eq!(durable_term_at(&c, 1, k), Some(t1), "node 1 holds A at k");
+    assert!(c.status(1).unwrap().hard.commit < k);
+
+    c.stabilize(&all).unwrap();
+    c.run_ticks(30, 8).unwrap();
+    assert_eq!(
+        durable_term_at(&c, 1, k),
+        Some(t2),
+        "node 1 replaced A with the committed entry"
+    );
+}

@@ -90,3 +90,20 @@ fn parameters_are_drawn_from_the_seed() {
     );
     assert_eq!((five.nodes, five.ticks), (5, 10));
 }
+
+/// Full-length seeds that once failed the safety checks on checker/harness false positives:
+/// 46, 206, 920 (a deposed leader's old-term entry written at an index a newer quorum had
+/// committed) and 753 (final checks run against a just-elected leader whose commit index
+/// had not yet caught up with its predecessor's).
+#[test]
+fn former_false_positive_seeds_pass() {
+    let mut failures = Vec::new();
+    for seed in [46, 206, 753, 920] {
+        let params = Params::draw(seed, &Overrides::default());
+        let verdict = run_seed(&params);
+        if verdict.code != exit::OK {
+            failures.push(format!("seed {seed}: {}", verdict.message));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
