@@ -204,9 +204,10 @@ pub struct ExpireTasks {
     /// Attempts past their run timeout (requeued like RequeueTasks with RUN_TIMEOUT).
     #[prost(message, repeated, tag = "1")]
     pub run_timed_out: ::prost::alloc::vec::Vec<AttemptRef>,
-    /// PENDING tasks past their queue timeout (become FAILED).
-    #[prost(string, repeated, tag = "2")]
-    pub queue_timed_out: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// PENDING tasks past their queue timeout (become FAILED). `attempt` is the task's attempt
+    /// count when the leader decided (0 = never placed); a task that moved on since is skipped.
+    #[prost(message, repeated, tag = "3")]
+    pub queue_timed_out: ::prost::alloc::vec::Vec<AttemptRef>,
 }
 #[derive(serde::Serialize, serde::Deserialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -373,7 +374,6 @@ pub enum ErrorCode {
     StaleTerm = 8,
     StaleSession = 9,
     Malformed = 10,
-    NotReady = 11,
     NoCapacity = 12,
     NodeNotSchedulable = 13,
 }
@@ -395,7 +395,6 @@ impl ErrorCode {
             Self::StaleTerm => "ERROR_CODE_STALE_TERM",
             Self::StaleSession => "ERROR_CODE_STALE_SESSION",
             Self::Malformed => "ERROR_CODE_MALFORMED",
-            Self::NotReady => "ERROR_CODE_NOT_READY",
             Self::NoCapacity => "ERROR_CODE_NO_CAPACITY",
             Self::NodeNotSchedulable => "ERROR_CODE_NODE_NOT_SCHEDULABLE",
         }
@@ -414,7 +413,6 @@ impl ErrorCode {
             "ERROR_CODE_STALE_TERM" => Some(Self::StaleTerm),
             "ERROR_CODE_STALE_SESSION" => Some(Self::StaleSession),
             "ERROR_CODE_MALFORMED" => Some(Self::Malformed),
-            "ERROR_CODE_NOT_READY" => Some(Self::NotReady),
             "ERROR_CODE_NO_CAPACITY" => Some(Self::NoCapacity),
             "ERROR_CODE_NODE_NOT_SCHEDULABLE" => Some(Self::NodeNotSchedulable),
             _ => None,

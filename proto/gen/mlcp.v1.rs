@@ -166,10 +166,14 @@ pub struct Task {
     /// leader requeues it if no report arrived.
     #[prost(uint64, tag = "19")]
     pub run_timeout_ms: u64,
-    /// Fail the task if it is still PENDING this long after submission, in ms (0 = never).
+    /// Fail the task if one of its attempts waits this long for placement once it is due
+    /// (retry backoff excluded), in ms (0 = never). Measured on the leader's monotonic clock from
+    /// when the leader first saw the task PENDING; a new leader restarts it (never shortens it).
     #[prost(uint64, tag = "20")]
     pub queue_timeout_ms: u64,
-    /// Earliest time the next attempt may be placed (unix ms; 0 = now). Set by retry backoff.
+    /// Estimate of the earliest time the next attempt may be placed (unix ms; 0 = now): the
+    /// proposer's clock when the attempt ended plus `backoff_ms`. Shown only; the leader times the
+    /// backoff on its monotonic clock.
     #[prost(int64, tag = "21")]
     pub not_before: i64,
     /// An operator asked to cancel the task; agents running it are told to abort.
@@ -184,6 +188,12 @@ pub struct Task {
     /// Position in submission order (count; assigned by the manifest, 1-based).
     #[prost(uint64, tag = "25")]
     pub submit_seq: u64,
+    /// Retry backoff before the next attempt may be placed, in ms (0 = at once; meaningful while
+    /// PENDING). Set from the retry policy when an attempt fails retryably or runs past its run
+    /// timeout; 0 when its node was lost or it was orphaned (infrastructure, not the task's fault). The
+    /// leader waits this long on its monotonic clock from when it first sees the task PENDING.
+    #[prost(uint64, tag = "26")]
+    pub backoff_ms: u64,
 }
 /// A worker node: the seed's nine fields (1-9) plus capacity, labels and drain state.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -378,7 +388,8 @@ pub struct SubmitTaskRequest {
     /// Per-attempt run timeout, in ms (0 = none).
     #[prost(uint64, tag = "9")]
     pub run_timeout_ms: u64,
-    /// Fail the task if still PENDING this long after submission, in ms (0 = never).
+    /// Fail the task if an attempt waits this long for placement once due (retry backoff
+    /// excluded), in ms (0 = never); timed on the leader's monotonic clock.
     #[prost(uint64, tag = "10")]
     pub queue_timeout_ms: u64,
 }

@@ -25,21 +25,19 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, HoldBack, ManifestActor};
+use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, ManifestActor, ReleaseHeldBack};
 use crate::actors::proposer::{ProposeError, Proposer, wall_clock_ms};
 use crate::actors::raft::GetRaftStatus;
 use crate::actors::{LeadershipChanged, ProposeFailure};
-use crate::manifest::command::{
-    AttemptRef, Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks,
-};
+use crate::manifest::command::{Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks};
 use crate::proto::{ClusterAlert, RunningAttempt};
-use crate::raft::{NodeId, Role, Term};
+use crate::raft::{NodeId, Term};
 use crate::scheduler::liveness::{Liveness, LivenessConfig};
 
 /// Mailbox bound of the monitor (messages). Heartbeats beyond it wait in `send`.
@@ -52,8 +50,6 @@ pub struct MonitorOptions {
     pub liveness: LivenessConfig,
     /// How often stale nodes and unhealthy nodes with unfinished work are rescanned.
     pub scan_interval: Duration,
-    /// A RUNNING attempt missing from its node's heartbeats for this long is requeued.
-    pub orphan_after: Duration,
 }
 
 impl MonitorOptions {
@@ -65,10 +61,10 @@ impl MonitorOptions {
                 stale_after_ms: stale_ms,
                 leader_grace_ms: stale_ms,
                 heartbeat_interval_min_ms: 1000.min(stale_ms / 3).max(1),
+                orphan_after_ms: stale_ms,
                 ..LivenessConfig::default()
             },
             scan_interval: Duration::from_millis(500),
-            orphan_after: stale_after,
         }
     }
 }
@@ -148,8 +144,6 @@ pub struct HeartbeatMonitorActor {
     raft_status: Recipient<GetRaftStatus>,
     term: Option<Term>,
     known_leader: Option<NodeId>,
-    /// RUNNING attempts a node stopped reporting: (node, task, attempt) → first noticed (ms).
-    missing_since: BTreeMap<(String, String, u32), u64>,
     node_count: usize,
     braked: bool,
     scanning: bool,
@@ -174,7 +168,6 @@ impl HeartbeatMonitorActor {
             raft_status,
             term: None,
             known_leader: None,
-            missing_since: BTreeMap::new(),
             node_count: 0,
             braked: false,
             scanning: false,
@@ -190,40 +183,11 @@ impl HeartbeatMonitorActor {
         self.liveness.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn interval_ms(&self) -> u64 {
-        self.core().heartbeat_interval_ms(self.node_count)
-    }
-
     fn not_leader(&self) -> ProposeError {
         ProposeError::Raft(ProposeFailure::NotLeader {
             leader: self.known_leader,
             leader_addr: None,
         })
-    }
-
-    /// Track RUNNING attempts the node no longer reports; return those missing for longer
-    /// than `orphan_after`.
-    fn note_orphans(&mut self, node_id: &str, orphaned: Vec<AttemptRef>) -> Vec<AttemptRef> {
-        let now = self.now_ms();
-        let limit = self.opts.orphan_after.as_millis() as u64;
-        let current: BTreeSet<(String, String, u32)> = orphaned
-            .iter()
-            .map(|a| (node_id.to_string(), a.task_id.clone(), a.attempt))
-            .collect();
-        self.missing_since
-            .retain(|k, _| k.0 != node_id || current.contains(k));
-        let mut due = Vec::new();
-        for key in current {
-            let since = *self.missing_since.entry(key.clone()).or_insert(now);
-            if now.saturating_sub(since) >= limit {
-                due.push(AttemptRef {
-                    task_id: key.1.clone(),
-                    attempt: key.2,
-                });
-                self.missing_since.remove(&key);
-            }
-        }
-        due
     }
 }
 
@@ -250,9 +214,8 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
                 // grace period from now.
                 let now = self.now_ms();
                 self.core().become_leader(now);
-                self.manifest.do_send(HoldBack::Clear);
+                self.manifest.do_send(ReleaseHeldBack);
                 self.term = Some(msg.term);
-                self.missing_since.clear();
                 tracing::info!(term = %msg.term, "heartbeat monitor active (leader)");
             }
             (false, _) => {
@@ -260,8 +223,7 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
                     tracing::info!(term = %msg.term, "heartbeat monitor idle (not leader)");
                 }
                 self.core().step_down();
-                self.manifest.do_send(HoldBack::Clear);
-                self.missing_since.clear();
+                self.manifest.do_send(ReleaseHeldBack);
                 self.braked = false;
             }
         }
@@ -276,105 +238,52 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
             let err = self.not_leader();
             return Box::pin(fut::ready(Err(err)));
         };
-        let now = self.now_ms();
         let node_id = msg.registration.node_id.clone();
-        self.core().observe_heartbeat(
-            &node_id,
-            now,
-            wall_clock_ms(),
-            msg.cpu_usage,
-            msg.memory_usage,
-            msg.agent_time_ms,
-        );
-        let interval_ms = self.interval_ms();
+        let check = CheckHeartbeat {
+            liveness: self.liveness.clone(),
+            now_ms: self.now_ms(),
+            wall_ms: wall_clock_ms(),
+            registration: msg.registration.clone(),
+            running: msg.running,
+            cpu_usage: msg.cpu_usage,
+            memory_usage: msg.memory_usage,
+            agent_time_ms: msg.agent_time_ms,
+        };
+        let registration = msg.registration;
         let manifest = self.manifest.clone();
         let proposer = self.proposer.clone();
-        let Heartbeat {
-            registration,
-            running,
-            cpu_usage,
-            memory_usage,
-            agent_time_ms,
-        } = msg;
-        let check = async move {
-            let check = manifest
-                .send(CheckHeartbeat {
-                    registration: registration.clone(),
-                    running,
-                })
-                .await?;
-            // A node still running attempts that are no longer its own gets nothing new until
-            // it reports them aborted (issue 4 §5); held back before it may become HEALTHY.
-            manifest
-                .send(HoldBack::Node {
-                    node_id: registration.node_id.clone(),
-                    held: !check.abort.is_empty(),
-                })
-                .await?;
-            let mut registered = false;
-            if check.registration_changes {
-                proposer
-                    .propose(term, Kind::RegisterNode(registration))
-                    .await?;
-                registered = true;
-            }
-            Ok::<_, ProposeError>((check, registered))
-        };
-        Box::pin(check.into_actor(self).map(move |res, act, _| {
-            let (check, registered) = res?;
-            if registered {
-                // A scan that ran while the registration was in flight pruned this node's
-                // heartbeat (it was not in the manifest yet), and a registered node with no
-                // heartbeat counts as silent since the leader took over, so it would be
-                // declared lost at the next scan. The registration is applied now (propose
-                // waits for that), so no later scan prunes it again.
-                let now = act.now_ms();
-                act.core().observe_heartbeat(
-                    &node_id,
-                    now,
-                    wall_clock_ms(),
-                    cpu_usage,
-                    memory_usage,
-                    agent_time_ms,
-                );
-            }
-            let orphans = act.note_orphans(&node_id, check.orphaned);
-            if !orphans.is_empty() {
-                let proposer = act.proposer.clone();
-                tracing::warn!(node = %node_id, count = orphans.len(), "requeueing attempts the node no longer runs");
+        let work = async move {
+            // The decision is the pure core's (Liveness::heartbeat); this only proposes it.
+            let decision = manifest.send(check).await?;
+            if !decision.orphaned.is_empty() {
+                tracing::warn!(node = %node_id, count = decision.orphaned.len(), "requeueing attempts the node no longer runs");
+                let requeue = Kind::RequeueTasks(RequeueTasks {
+                    attempts: decision.orphaned.clone(),
+                    reason: RequeueReason::Orphaned as i32,
+                });
+                let proposer = proposer.clone();
                 actix::spawn(async move {
-                    let cmd = Kind::RequeueTasks(RequeueTasks {
-                        attempts: orphans,
-                        reason: RequeueReason::Orphaned as i32,
-                    });
-                    if let Err(e) = proposer.propose(term, cmd).await {
+                    if let Err(e) = proposer.propose(term, requeue).await {
                         tracing::debug!(error = %e, "orphan requeue not committed");
                     }
                 });
             }
+            if decision.register {
+                proposer
+                    .propose(term, Kind::RegisterNode(registration))
+                    .await?;
+            }
+            Ok::<_, ProposeError>(decision)
+        };
+        Box::pin(work.into_actor(self).map(|res, _, _| {
+            let decision = res?;
             Ok(HeartbeatReply {
-                interval_ms,
-                abort: check.abort,
-                registered,
+                interval_ms: decision.interval_ms,
+                abort: decision.abort,
+                registered: decision.register,
             })
         }))
     }
-}
-
-/// True if the leader heard from a quorum of voters recently (CheckQuorum's view): only
-/// then may it change a node's status (SCENARIOS S3).
-fn leader_can_commit(s: &crate::actors::raft::RaftStatus) -> bool {
-    let st = &s.status;
-    if st.soft.role != Role::Leader {
-        return false;
-    }
-    let active = st
-        .membership
-        .voters
-        .iter()
-        .filter(|id| **id == st.id || st.peers.get(id).is_some_and(|p| p.recent_active))
-        .count();
-    active >= st.membership.quorum()
 }
 
 impl Handler<Scan> for HeartbeatMonitorActor {
@@ -394,7 +303,7 @@ impl Handler<Scan> for HeartbeatMonitorActor {
             let can_commit = raft_status
                 .send(GetRaftStatus)
                 .await
-                .is_ok_and(|s| leader_can_commit(&s));
+                .is_ok_and(|s| s.status.leader_has_active_quorum());
             manifest
                 .send(EvaluateLiveness {
                     liveness,

@@ -25,12 +25,13 @@ use tokio::sync::watch;
 use crate::actors::scheduler::WakeScheduler;
 use crate::actors::{ApplyCommitted, ApplyResult, RestoreSnapshot, TakeSnapshot};
 use crate::manifest::command::{
-    self as cmds, AssignTasks, AttemptRef, Command, ExpireTasks, Kind, RegisterNode,
+    self as cmds, AssignTasks, Command, ExpireTasks, Kind, RegisterNode,
 };
 use crate::manifest::{Manifest, TaskId};
 use crate::proto::{Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus};
 use crate::raft::{EntryKind, LogIndex};
-use crate::scheduler::liveness::{Liveness, LivenessActions, RunTimers};
+use crate::scheduler::liveness::{HeartbeatDecision, HeartbeatIn, Liveness, LivenessActions};
+use crate::scheduler::timers::LeaderTimers;
 use crate::scheduler::{self, PlacementLimits};
 
 /// Mailbox bound of the manifest actor (messages).
@@ -113,26 +114,29 @@ pub struct PollWork {
     pub limit: usize,
 }
 
-/// What the heartbeat monitor needs to answer a heartbeat.
-#[derive(Debug, Clone, Default)]
-pub struct HeartbeatCheck {
-    /// True if committing the registration would change anything (new node, changed
-    /// fields, or a node that is not up).
-    pub registration_changes: bool,
-    /// Attempts the agent reports that are no longer its own (abort them).
-    pub abort: Vec<RunningAttempt>,
-    /// RUNNING attempts on the node that the agent did not report.
-    pub orphaned: Vec<AttemptRef>,
-}
-
-/// Compare a heartbeat with the committed state.
-#[derive(Message, Debug)]
-#[rtype(result = "HeartbeatCheck")]
+/// Heartbeat monitor → manifest: run the pure liveness core's heartbeat decision
+/// ([`Liveness::heartbeat`]) over the committed state, and hold the node back from placement
+/// while it runs attempts that are no longer its own (issue 4 §5). The monitor owns
+/// `liveness`; the manifest only borrows it.
+#[derive(Message)]
+#[rtype(result = "HeartbeatDecision")]
 pub struct CheckHeartbeat {
+    /// The monitor's liveness state.
+    pub liveness: Arc<Mutex<Liveness>>,
+    /// The monitor's monotonic clock (ms).
+    pub now_ms: u64,
+    /// The leader's wall clock (unix ms), for display only.
+    pub wall_ms: i64,
     /// The registration the agent advertises.
     pub registration: RegisterNode,
     /// What the agent runs.
     pub running: Vec<RunningAttempt>,
+    /// CPU usage, percent 0..=100.
+    pub cpu_usage: f64,
+    /// Memory usage, percent 0..=100.
+    pub memory_usage: f64,
+    /// The agent's clock (unix ms), display only.
+    pub agent_time_ms: i64,
 }
 
 /// Applied index and task counts.
@@ -145,25 +149,23 @@ pub struct GetStatus;
 #[derive(Message, Debug)]
 #[rtype(result = "Option<AssignTasks>")]
 pub struct PlanAssignments {
-    /// The proposer's wall clock (unix ms): tasks whose `not_before` is later wait.
-    pub now_ms: i64,
+    /// The scheduler's monotonic clock (ms): tasks still in their retry backoff wait.
+    pub mono_now_ms: u64,
+    /// The scheduler's timers; the manifest only borrows them for this plan.
+    pub timers: Arc<Mutex<LeaderTimers>>,
     /// Most placements in the batch.
     pub batch_max: usize,
 }
 
-/// Scheduler → manifest: attempts past their run timeout on the leader's monotonic clock
-/// (`run_timers`, SCENARIOS S8) and PENDING tasks past their queue timeout at `now_ms`
-/// (unix ms; measured from the committed `created_at`, which the apply re-checks). `None`
-/// when there are none.
+/// Scheduler → manifest: attempts past their run timeout and PENDING tasks past their queue
+/// timeout, both on the leader's monotonic clock (SCENARIOS S8). `None` when there are none.
 #[derive(Message, Debug)]
 #[rtype(result = "Option<ExpireTasks>")]
 pub struct PlanExpirations {
-    /// The proposer's wall clock (unix ms), for queue timeouts only.
-    pub now_ms: i64,
-    /// The scheduler's monotonic clock (ms since it started), for run timeouts.
+    /// The scheduler's monotonic clock (ms since it started).
     pub mono_now_ms: u64,
-    /// The scheduler's run timers; the manifest only borrows them for this scan.
-    pub run_timers: Arc<Mutex<RunTimers>>,
+    /// The scheduler's timers; the manifest only borrows them for this scan.
+    pub timers: Arc<Mutex<LeaderTimers>>,
     /// How long past its run timeout an attempt may still report before it is requeued
     /// (ms): the agent stops the task at the timeout and needs time to say so.
     pub report_grace_ms: u64,
@@ -183,22 +185,11 @@ pub struct EvaluateLiveness {
     pub leader_can_commit: bool,
 }
 
-/// Heartbeat monitor → manifest: hold a node back from placement (or release it). A
-/// returning node that still runs attempts that are no longer its own is held back until it
-/// reports it aborted them (issue 4 §5). Leader-only state: cleared on a leadership change.
+/// Heartbeat monitor → manifest: release every node held back from placement (leadership
+/// changed; hold-backs are the leader's own, set by [`CheckHeartbeat`]).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub enum HoldBack {
-    /// Hold this node back (`true`) or release it (`false`).
-    Node {
-        /// The node.
-        node_id: String,
-        /// True to hold back.
-        held: bool,
-    },
-    /// Release every node.
-    Clear,
-}
+pub struct ReleaseHeldBack;
 
 /// Register the actor the manifest wakes when there may be new work to place.
 #[derive(Message)]
@@ -442,12 +433,25 @@ impl Handler<PollWork> for ManifestActor {
 impl Handler<CheckHeartbeat> for ManifestActor {
     type Result = MessageResult<CheckHeartbeat>;
     fn handle(&mut self, msg: CheckHeartbeat, _: &mut Context<Self>) -> Self::Result {
+        let hb = HeartbeatIn {
+            registration: &msg.registration,
+            running: &msg.running,
+            cpu_usage: msg.cpu_usage,
+            memory_usage: msg.memory_usage,
+            agent_time_ms: msg.agent_time_ms,
+        };
+        let decision = msg
+            .liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .heartbeat(&self.manifest, hb, msg.now_ms, msg.wall_ms);
         let node_id = &msg.registration.node_id;
-        MessageResult(HeartbeatCheck {
-            registration_changes: self.manifest.registration_changes(&msg.registration),
-            abort: self.manifest.attempts_to_abort(node_id, &msg.running),
-            orphaned: self.manifest.orphaned_attempts(node_id, &msg.running),
-        })
+        if !decision.abort.is_empty() {
+            self.held_back.insert(node_id.clone());
+        } else if self.held_back.remove(node_id) {
+            self.wake_scheduler();
+        }
+        MessageResult(decision)
     }
 }
 
@@ -474,7 +478,13 @@ impl Handler<PlanAssignments> for ManifestActor {
             batch_assignments_max: msg.batch_max,
             ..PlacementLimits::default()
         };
-        let plan = scheduler::place(&self.manifest, msg.now_ms, &limits, &self.held_back);
+        let mut timers = msg.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = scheduler::place(
+            &self.manifest,
+            |t| timers.backoff_over(t, msg.mono_now_ms),
+            &limits,
+            &self.held_back,
+        );
         (!plan.assignments.is_empty()).then_some(plan)
     }
 }
@@ -482,14 +492,8 @@ impl Handler<PlanAssignments> for ManifestActor {
 impl Handler<PlanExpirations> for ManifestActor {
     type Result = Option<ExpireTasks>;
     fn handle(&mut self, msg: PlanExpirations, _: &mut Context<Self>) -> Self::Result {
-        let mut timers = msg.run_timers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut e = timers.expired(&self.manifest, msg.mono_now_ms, msg.report_grace_ms);
-        // Only the queue timeouts come from the wall-clock scan; its run timeouts (from the
-        // wall-clock `assigned_at`) would fire early when the clock is stepped (S8).
-        e.queue_timed_out = self
-            .manifest
-            .timed_out(msg.now_ms, |_| None, msg.now_ms)
-            .queue_timed_out;
+        let mut timers = msg.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let e = timers.expired(&self.manifest, msg.mono_now_ms, msg.report_grace_ms);
         (!e.run_timed_out.is_empty() || !e.queue_timed_out.is_empty()).then_some(e)
     }
 }
@@ -503,26 +507,10 @@ impl Handler<EvaluateLiveness> for ManifestActor {
     }
 }
 
-impl Handler<HoldBack> for ManifestActor {
+impl Handler<ReleaseHeldBack> for ManifestActor {
     type Result = ();
-    fn handle(&mut self, msg: HoldBack, _: &mut Context<Self>) {
-        match msg {
-            HoldBack::Node {
-                node_id,
-                held: true,
-            } => {
-                self.held_back.insert(node_id);
-            }
-            HoldBack::Node {
-                node_id,
-                held: false,
-            } => {
-                if self.held_back.remove(&node_id) {
-                    self.wake_scheduler();
-                }
-            }
-            HoldBack::Clear => self.held_back.clear(),
-        }
+    fn handle(&mut self, _: ReleaseHeldBack, _: &mut Context<Self>) {
+        self.held_back.clear();
     }
 }
 
@@ -551,6 +539,7 @@ fn assignment_of(t: &Task) -> TaskAssignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::command::AttemptRef;
     use crate::manifest::command::{Assignment, SubmitTask, command};
     use crate::proto::NodeCapacity;
     use crate::raft::{Entry, Snapshot, SnapshotMeta, Term};
@@ -600,7 +589,7 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_wall_clock_step_does_not_fire_a_run_timeout_early_s8() {
+    async fn timeouts_run_on_the_monotonic_clock_not_the_proposers_wall_clock_s8() {
         let (tx, _) = watch::channel(LogIndex(0));
         let m = ManifestActor::new(tx).start();
         let submit = Kind::SubmitTask(SubmitTask {
@@ -610,21 +599,20 @@ mod tests {
             run_timeout_ms: 1_000,
             ..Default::default()
         });
+        // Committed with the proposer's wall clock (NOW, long ago for any real clock): only
+        // the monotonic readings passed in below count.
         let entries = vec![entry(1, submit), entry(2, register()), entry(3, assign())];
         m.send(ApplyCommitted { entries }).await.unwrap();
-        let timers = Arc::new(Mutex::new(RunTimers::new()));
-        let scan = |now_ms: i64, mono_now_ms: u64| PlanExpirations {
-            now_ms,
+        let timers = Arc::new(Mutex::new(LeaderTimers::new()));
+        let scan = |mono_now_ms: u64| PlanExpirations {
             mono_now_ms,
-            run_timers: timers.clone(),
+            timers: timers.clone(),
             report_grace_ms: 200,
         };
-        // The wall clock jumps an hour past the assignment; the monotonic clock does not.
-        let hour_later = NOW + 3_600_000;
-        assert!(m.send(scan(hour_later, 10)).await.unwrap().is_none());
-        assert!(m.send(scan(hour_later, 1_100)).await.unwrap().is_none());
+        assert!(m.send(scan(10)).await.unwrap().is_none());
+        assert!(m.send(scan(1_100)).await.unwrap().is_none());
         // Only the monotonic clock passing timeout + grace fires it.
-        let e = m.send(scan(NOW, 1_210)).await.unwrap().expect("timed out");
+        let e = m.send(scan(1_210)).await.unwrap().expect("timed out");
         assert_eq!(
             e.run_timed_out,
             vec![AttemptRef {

@@ -10,7 +10,8 @@
 //!
 //! It runs when woken (a submission, a registration, a freed slot — see
 //! [`crate::actors::manifest`]) and on a timer (backoff delays end, run and queue timeouts
-//! expire without any command to wake it).
+//! expire without any command to wake it). Backoff and timeouts are timed on this
+//! controller's monotonic clock ([`LeaderTimers`]), never on a wall clock.
 
 #![warn(missing_docs)]
 
@@ -21,10 +22,10 @@ use actix::prelude::*;
 
 use crate::actors::LeadershipChanged;
 use crate::actors::manifest::{ManifestActor, PlanAssignments, PlanExpirations};
-use crate::actors::proposer::{Proposer, wall_clock_ms};
+use crate::actors::proposer::Proposer;
 use crate::manifest::command::Kind;
 use crate::raft::Term;
-use crate::scheduler::liveness::RunTimers;
+use crate::scheduler::timers::LeaderTimers;
 
 /// Mailbox bound of the scheduler (messages).
 pub const SCHEDULER_MAILBOX_MESSAGES_MAX: usize = 64;
@@ -68,11 +69,11 @@ pub struct SchedulerActor {
     running: bool,
     woken: bool,
     last_expiry: Option<Instant>,
-    /// Origin of the monotonic clock run timeouts are measured on (SCENARIOS S8).
+    /// Origin of the monotonic clock backoff and timeouts are measured on (SCENARIOS S8).
     epoch: Instant,
-    /// When this leader first saw each in-flight attempt; cleared on every leadership
-    /// change so an inherited attempt gets a full timeout from leadership start.
-    run_timers: Arc<Mutex<RunTimers>>,
+    /// Backoff, queue and run timers; cleared on every leadership change so an inherited
+    /// task gets its full wait from leadership start.
+    timers: Arc<Mutex<LeaderTimers>>,
 }
 
 impl SchedulerActor {
@@ -87,7 +88,7 @@ impl SchedulerActor {
             woken: false,
             last_expiry: None,
             epoch: Instant::now(),
-            run_timers: Arc::new(Mutex::new(RunTimers::new())),
+            timers: Arc::new(Mutex::new(LeaderTimers::new())),
         }
     }
 
@@ -110,28 +111,27 @@ impl SchedulerActor {
         if expire_now {
             self.last_expiry = Some(Instant::now());
         }
+        let mono_now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let expirations = PlanExpirations {
-            now_ms: 0,
-            mono_now_ms: u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX),
-            run_timers: self.run_timers.clone(),
+            mono_now_ms,
+            timers: self.timers.clone(),
             report_grace_ms: u64::try_from(self.opts.run_timeout_report_grace.as_millis())
                 .unwrap_or(u64::MAX),
         };
+        let plan = PlanAssignments {
+            mono_now_ms,
+            timers: self.timers.clone(),
+            batch_max,
+        };
         let work = async move {
-            let now_ms = wall_clock_ms();
             if expire_now
-                && let Ok(Some(expire)) = manifest
-                    .send(PlanExpirations {
-                        now_ms,
-                        ..expirations
-                    })
-                    .await
+                && let Ok(Some(expire)) = manifest.send(expirations).await
                 && let Err(e) = proposer.propose(term, Kind::ExpireTasks(expire)).await
             {
                 tracing::debug!(error = %e, "expiry not committed");
                 return false;
             }
-            let plan = match manifest.send(PlanAssignments { now_ms, batch_max }).await {
+            let plan = match manifest.send(plan).await {
                 Ok(Some(plan)) => plan,
                 _ => return false,
             };
@@ -176,7 +176,7 @@ impl Handler<LeadershipChanged> for SchedulerActor {
     fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
         self.term = msg.is_leader.then_some(msg.term);
         // Timers are this leader's alone: a new leader starts every clock afresh.
-        self.run_timers
+        self.timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

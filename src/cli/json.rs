@@ -99,6 +99,7 @@ pub fn task(t: &Task) -> Value {
         attempts,
         assigned_at,
         submit_seq,
+        backoff_ms,
     } = t;
     json!({
         "task_id": task_id,
@@ -126,6 +127,7 @@ pub fn task(t: &Task) -> Value {
         "attempts": attempts.iter().map(attempt_record).collect::<Vec<_>>(),
         "assigned_at": assigned_at,
         "submit_seq": submit_seq,
+        "backoff_ms": backoff_ms,
     })
 }
 

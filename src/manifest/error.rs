@@ -116,14 +116,6 @@ pub enum ManifestError {
         /// The sequence asked for.
         sequence: u64,
     },
-    /// The task may not be placed before `not_before` (unix ms).
-    #[error("task {task_id} may not be placed before {not_before} ms")]
-    NotReady {
-        /// The task.
-        task_id: String,
-        /// Earliest placement time (unix ms).
-        not_before: i64,
-    },
     /// The node lacks free capacity for the task's resource request.
     #[error("node {node_id:?} lacks free {resource} for task {task_id}")]
     NoCapacity {
@@ -167,7 +159,6 @@ impl ManifestError {
             | InvalidTransition { .. }
             | StaleTerm { .. }
             | SessionExpired { .. }
-            | NotReady { .. }
             | NoCapacity { .. }
             | NodeNotSchedulable { .. } => ErrorKind::FailedPrecondition,
             AlreadyExists { .. } => ErrorKind::AlreadyExists,
@@ -266,14 +257,6 @@ impl ManifestError {
                 e.number = *sequence;
                 ErrorCode::StaleSession
             }
-            NotReady {
-                task_id,
-                not_before,
-            } => {
-                e.task_id = task_id.clone();
-                e.number = *not_before as u64;
-                ErrorCode::NotReady
-            }
             NoCapacity {
                 task_id,
                 node_id,
@@ -352,10 +335,6 @@ impl ManifestError {
                 client_id: e.detail.clone(),
                 sequence: e.number,
             },
-            ErrorCode::NotReady => NotReady {
-                task_id: e.task_id.clone(),
-                not_before: e.number as i64,
-            },
             ErrorCode::NoCapacity => NoCapacity {
                 task_id: e.task_id.clone(),
                 node_id: e.node_id.clone(),
@@ -423,10 +402,6 @@ mod tests {
             ManifestError::SessionExpired {
                 client_id: "c".into(),
                 sequence: 9,
-            },
-            ManifestError::NotReady {
-                task_id: "t".into(),
-                not_before: 77,
             },
             ManifestError::NoCapacity {
                 task_id: "t".into(),

@@ -51,11 +51,17 @@ struct AttemptEnd<'a> {
     error: &'a str,
     retryable: bool,
     reported: bool,
+    /// Wait the retry policy's backoff before the next attempt. False for infrastructure
+    /// failures (node lost, orphaned): they are not the task's fault, so it is placed again at
+    /// once.
+    backoff: bool,
 }
 
 /// Ends the current in-flight attempt and moves the task on: COMPLETED; or back to PENDING
 /// with backoff while attempts remain and the failure is retryable; else FAILED.
-/// `max_attempts = 1` therefore never yields a second attempt (SCENARIOS S7).
+/// `max_attempts = 1` therefore never yields a second attempt (SCENARIOS S7). The backoff is
+/// recorded as a duration (`backoff_ms`), which the leader times on its monotonic clock;
+/// `not_before` is only the proposer-clock estimate shown to users.
 fn end_attempt(id: &TaskId, t: &mut Task, end: AttemptEnd<'_>, now: i64) {
     let attempt = Attempt(t.attempt);
     if let Some(r) = record_mut(t, attempt) {
@@ -83,9 +89,13 @@ fn end_attempt(id: &TaskId, t: &mut Task, end: AttemptEnd<'_>, now: i64) {
             t.error = end.error.to_string();
             t.retryable = end.retryable;
             if end.retryable && t.attempt < t.max_attempts && !t.cancel_requested {
-                let policy = t.retry_policy.unwrap_or_default();
-                let delay = backoff::backoff_ms(&policy, id, attempt);
+                let delay = if end.backoff {
+                    backoff::backoff_ms(&t.retry_policy.unwrap_or_default(), id, attempt)
+                } else {
+                    0
+                };
                 t.status = TaskStatus::Pending as i32;
+                t.backoff_ms = delay;
                 t.not_before = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
                 t.assigned_node_id.clear();
                 t.assigned_at = 0;
@@ -154,16 +164,17 @@ impl Manifest {
         Ok((task, false))
     }
 
-    /// Checks that `attempt` of task `id` may be placed on `node_id` at `now` without writing
-    /// anything: the task is PENDING, not cancelled, due (`not_before`), the attempt is the
-    /// next number and within `max_attempts`, and the node is schedulable, matches the
-    /// constraints and has free capacity.
+    /// Checks that `attempt` of task `id` may be placed on `node_id` without writing
+    /// anything: the task is PENDING, not cancelled, the attempt is the next number and within
+    /// `max_attempts`, and the node is schedulable, matches the constraints and has free
+    /// capacity. Retry backoff is not checked here: it is timed by the leader on its monotonic
+    /// clock (a proposer's wall clock stepped back would otherwise hold placements for as long
+    /// as the step), so the leader's placement is the decision.
     pub fn check_assignment(
         &self,
         id: &TaskId,
         node_id: &str,
         attempt: Attempt,
-        now: i64,
     ) -> Result<(), ManifestError> {
         let t = self
             .tasks
@@ -179,12 +190,6 @@ impl Manifest {
         }
         if attempt.0 > t.max_attempts {
             return Err(transition(t, "assign beyond max_attempts"));
-        }
-        if now < t.not_before {
-            return Err(ManifestError::NotReady {
-                task_id: t.task_id.clone(),
-                not_before: t.not_before,
-            });
         }
         let node = self
             .nodes
@@ -225,7 +230,7 @@ impl Manifest {
         attempt: Attempt,
         now: i64,
     ) -> Result<Task, ManifestError> {
-        self.check_assignment(id, node_id, attempt, now)?;
+        self.check_assignment(id, node_id, attempt)?;
         let task = self
             .mutate_task(id, |t| {
                 t.attempt = attempt.0;
@@ -376,6 +381,7 @@ impl Manifest {
             error: "",
             retryable: false,
             reported: true,
+            backoff: true,
         };
         self.report(id, attempt, node_id, end, now)
     }
@@ -397,12 +403,14 @@ impl Manifest {
             error,
             retryable,
             reported: true,
+            backoff: true,
         };
         self.report(id, attempt, node_id, end, now)
     }
 
-    /// Ends the live `attempt` without a report (node lost, run timeout, orphaned): an
-    /// infrastructure failure, retried while attempts remain. `StaleAttempt` if `attempt` is
+    /// Ends the live `attempt` without a report (node lost, run timeout, orphaned): retried
+    /// while attempts remain, after the retry backoff for a run timeout and at once for a lost
+    /// node or an orphaned attempt (infrastructure, not the task's fault). `StaleAttempt` if `attempt` is
     /// not the live attempt (already requeued or reported: level-triggered rescans repeat
     /// harmlessly).
     pub fn requeue_attempt(
@@ -444,6 +452,7 @@ impl Manifest {
                     error: &error,
                     retryable: true,
                     reported: false,
+                    backoff: !matches!(reason, RequeueReason::NodeLost | RequeueReason::Orphaned),
                 };
                 end_attempt(id, t, end, now);
                 t.clone()
@@ -554,11 +563,13 @@ impl Manifest {
 
     pub(super) fn expire_batch(&mut self, e: &ExpireTasks, now: i64) -> CommandOutcome {
         let mut out = self.requeue_batch(&e.run_timed_out, RequeueReason::RunTimeout, now);
-        for task_id in &e.queue_timed_out {
-            match super::parse_task_id(task_id).and_then(|id| self.expire_queued(&id, now)) {
+        for a in &e.queue_timed_out {
+            let result = super::parse_task_id(&a.task_id)
+                .and_then(|id| self.expire_queued(&id, Attempt(a.attempt), now));
+            match result {
                 Ok(t) => out.tasks.push(t),
                 Err(error) => out.skipped.push(Skipped {
-                    task_id: task_id.clone(),
+                    task_id: a.task_id.clone(),
                     node_id: String::new(),
                     error,
                 }),
@@ -567,20 +578,27 @@ impl Manifest {
         out
     }
 
-    /// Fails a PENDING task whose queue timeout has passed at `now` (measured from
-    /// `created_at`, both proposer wall-clock ms).
-    pub fn expire_queued(&mut self, id: &TaskId, now: i64) -> Result<Task, ManifestError> {
+    /// Fails a PENDING task whose queue timeout the leader found passed (timed on its
+    /// monotonic clock, [`crate::scheduler::timers::LeaderTimers`]). `attempts` is the task's
+    /// attempt count when the leader decided; `StaleAttempt` if the task has moved on since,
+    /// `InvalidTransition` if it is not PENDING or has no queue timeout.
+    pub fn expire_queued(
+        &mut self,
+        id: &TaskId,
+        attempts: Attempt,
+        now: i64,
+    ) -> Result<Task, ManifestError> {
         let t = self
             .tasks
             .get(id)
             .ok_or_else(|| ManifestError::TaskNotFound {
                 task_id: id.to_string(),
             })?;
-        let deadline = t
-            .created_at
-            .saturating_add(i64::try_from(t.queue_timeout_ms).unwrap_or(i64::MAX));
-        if task_status(t) != TaskStatus::Pending || t.queue_timeout_ms == 0 || now < deadline {
+        if task_status(t) != TaskStatus::Pending || t.queue_timeout_ms == 0 {
             return Err(transition(t, "expire its queue timeout"));
+        }
+        if t.attempt != attempts.0 {
+            return Err(stale(t, attempts));
         }
         let error = format!(
             "not placed within its queue timeout of {} ms",
@@ -595,44 +613,5 @@ impl Manifest {
                 t.clone()
             })
             .expect("exists"))
-    }
-
-    /// Tasks whose live attempt has run longer than its run timeout at `now_ms`, given the
-    /// time each attempt was assigned on the caller's clock (`assigned_at_ms`; the leader
-    /// passes its monotonic clock readings, not the wall clock, SCENARIOS S8), plus PENDING
-    /// tasks past their queue timeout by the proposer's wall clock `wall_now_ms`.
-    pub fn timed_out(
-        &self,
-        now_ms: i64,
-        assigned_at_ms: impl Fn(&Task) -> Option<i64>,
-        wall_now_ms: i64,
-    ) -> ExpireTasks {
-        let mut out = ExpireTasks::default();
-        // Only active and pending tasks can time out; walk the indexes, not every task.
-        let candidates = self
-            .active_by_node
-            .values()
-            .flatten()
-            .chain(self.pending.iter().map(|k| &k.task_id))
-            .collect::<std::collections::BTreeSet<_>>();
-        for t in candidates.into_iter().map(|id| &self.tasks[id]) {
-            let status = task_status(t);
-            if is_active(status) && t.run_timeout_ms > 0 {
-                let since = assigned_at_ms(t).unwrap_or(t.assigned_at);
-                let limit = i64::try_from(t.run_timeout_ms).unwrap_or(i64::MAX);
-                if now_ms.saturating_sub(since) >= limit {
-                    out.run_timed_out.push(AttemptRef {
-                        task_id: t.task_id.clone(),
-                        attempt: t.attempt,
-                    });
-                }
-            } else if status == TaskStatus::Pending && t.queue_timeout_ms > 0 {
-                let limit = i64::try_from(t.queue_timeout_ms).unwrap_or(i64::MAX);
-                if wall_now_ms.saturating_sub(t.created_at) >= limit {
-                    out.queue_timed_out.push(t.task_id.clone());
-                }
-            }
-        }
-        out
     }
 }

@@ -7,7 +7,7 @@ use super::progress::ProgressState;
 use super::storage::{Storage, StorageError};
 use super::types::{
     ConfChange, ConfChangeError, Entry, EntryKind, HardState, LogIndex, Membership, Message,
-    NodeId, ReadState, Snapshot, SnapshotMeta, SoftState, Term,
+    NodeId, ReadState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };
 
 /// Tunables of one member. Times are in ticks; the shell decides how long a tick is.
@@ -160,6 +160,27 @@ pub struct Status {
     pub membership: Membership,
     /// Per-peer progress (leader only), ascending by id.
     pub peers: BTreeMap<NodeId, PeerStatus>,
+}
+
+impl Status {
+    /// True if this member is leader and has heard from a quorum of voters (itself
+    /// included) within the current election-timeout window — CheckQuorum's view (thesis
+    /// §6.2). A leader for which this is false may already be deposed without knowing it, so
+    /// the shell must not let it make decisions that assume it is current, such as declaring
+    /// nodes lost (SCENARIOS S3). Right after each window starts only the leader itself
+    /// counts, so this can be briefly false on a healthy leader: callers retry later.
+    pub fn leader_has_active_quorum(&self) -> bool {
+        if self.soft.role != Role::Leader {
+            return false;
+        }
+        let active = self
+            .membership
+            .voters
+            .iter()
+            .filter(|id| **id == self.id || self.peers.get(id).is_some_and(|p| p.recent_active))
+            .count();
+        active >= self.membership.quorum()
+    }
 }
 
 /// What the shell was handed in the Ready not yet advanced.

@@ -21,9 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::manifest::command::{AttemptRef, RequeueReason, RequeueTasks};
+use crate::manifest::command::{AttemptRef, RegisterNode, RequeueReason, RequeueTasks};
 use crate::manifest::{Manifest, node_status, task_status};
-use crate::proto::{NodeStatus, TaskStatus};
+use crate::proto::{NodeStatus, RunningAttempt, TaskStatus};
 
 /// Tunables of the heartbeat monitor. All durations are milliseconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +51,9 @@ pub struct LivenessConfig {
     pub recovery_declarations_per_sec: u64,
     /// Most attempts in one level-triggered `RequeueTasks` (count).
     pub requeue_batch_max: usize,
+    /// A RUNNING attempt missing from its node's heartbeats for this long is requeued as
+    /// orphaned, in ms (the agent restarted and lost it, or never started it).
+    pub orphan_after_ms: u64,
 }
 
 impl Default for LivenessConfig {
@@ -67,6 +70,7 @@ impl Default for LivenessConfig {
             brake_hold_ms: 60_000,
             recovery_declarations_per_sec: 1,
             requeue_batch_max: 256,
+            orphan_after_ms: 10_000,
         }
     }
 }
@@ -108,10 +112,46 @@ enum Brake {
     },
     /// Declaring at a bounded rate. `forced`: the hold expired while the mass failure was
     /// still present (a new mass event cannot re-engage the brake until recovery ends).
+    /// `released_ms`: when the brake let go; unless forced, a node is not declared until it
+    /// has been silent for a whole stale timeout after that, so agents still reconnecting
+    /// after the fault cleared (they back off, jittered) are not declared lost.
     Recovering {
         last_declared_ms: Option<u64>,
         forced: bool,
+        released_ms: u64,
     },
+}
+
+/// One heartbeat as the leader received it (already validated by the gateway).
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatIn<'a> {
+    /// The registration the agent advertises.
+    pub registration: &'a RegisterNode,
+    /// The attempts the agent runs now.
+    pub running: &'a [RunningAttempt],
+    /// CPU usage, percent 0..=100.
+    pub cpu_usage: f64,
+    /// Memory usage, percent 0..=100.
+    pub memory_usage: f64,
+    /// The agent's own clock (unix ms); shown, never used for liveness (S8).
+    pub agent_time_ms: i64,
+}
+
+/// What the leader does about one heartbeat ([`Liveness::heartbeat`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeartbeatDecision {
+    /// Heartbeat interval to hand the agent, in ms (grows with the fleet).
+    pub interval_ms: u64,
+    /// Attempts the agent runs that are no longer its own (superseded, cancelled, ended by
+    /// the controller): it must abort them (S1). While this is non-empty the node must get
+    /// no new placements (issue 4 §5): the shell holds it back.
+    pub abort: Vec<RunningAttempt>,
+    /// The registration differs from the committed one (or the node is not up): propose a
+    /// `RegisterNode`. Steady heartbeats write nothing (issue 4 §4, §7).
+    pub register: bool,
+    /// RUNNING attempts the agent has not reported for `orphan_after_ms`: propose a
+    /// `RequeueTasks` with reason ORPHANED.
+    pub orphaned: Vec<AttemptRef>,
 }
 
 /// What the heartbeat monitor should propose now.
@@ -131,6 +171,8 @@ pub struct Liveness {
     config: LivenessConfig,
     leader_since_ms: Option<u64>,
     seen: BTreeMap<String, Seen>,
+    /// RUNNING attempts a node stopped reporting: (node, task, attempt) → first noticed (ms).
+    missing_since: BTreeMap<(String, String, u32), u64>,
     brake: Brake,
     alert: Option<Alert>,
 }
@@ -142,6 +184,7 @@ impl Liveness {
             config,
             leader_since_ms: None,
             seen: BTreeMap::new(),
+            missing_since: BTreeMap::new(),
             brake: Brake::Off,
             alert: None,
         }
@@ -157,6 +200,7 @@ impl Liveness {
     pub fn become_leader(&mut self, now_ms: u64) {
         self.leader_since_ms = Some(now_ms);
         self.seen.clear();
+        self.missing_since.clear();
         self.brake = Brake::Off;
         self.alert = None;
     }
@@ -165,6 +209,7 @@ impl Liveness {
     pub fn step_down(&mut self) {
         self.leader_since_ms = None;
         self.seen.clear();
+        self.missing_since.clear();
         self.brake = Brake::Off;
         self.alert = None;
     }
@@ -198,6 +243,63 @@ impl Liveness {
                 self.seen.insert(node_id.to_string(), seen);
             }
         }
+    }
+
+    /// Handles one heartbeat at monotonic `now_ms` (wall clock `wall_ms`, unix ms, for
+    /// display only): records it and decides, from the committed `manifest`, what to answer
+    /// and propose. Pure: the shell (the heartbeat monitor actor, the simulator) proposes what
+    /// it returns and holds the node back from placement while `abort` is non-empty.
+    pub fn heartbeat(
+        &mut self,
+        manifest: &Manifest,
+        hb: HeartbeatIn<'_>,
+        now_ms: u64,
+        wall_ms: i64,
+    ) -> HeartbeatDecision {
+        let node_id = hb.registration.node_id.as_str();
+        self.observe_heartbeat(
+            node_id,
+            now_ms,
+            wall_ms,
+            hb.cpu_usage,
+            hb.memory_usage,
+            hb.agent_time_ms,
+        );
+        let orphaned = manifest.orphaned_attempts(node_id, hb.running);
+        HeartbeatDecision {
+            interval_ms: self.heartbeat_interval_ms(manifest.node_count()),
+            abort: manifest.attempts_to_abort(node_id, hb.running),
+            register: manifest.registration_changes(hb.registration),
+            orphaned: self.note_missing(node_id, orphaned, now_ms),
+        }
+    }
+
+    /// Tracks RUNNING attempts `node_id` no longer reports; returns those missing for at
+    /// least `orphan_after_ms` (and forgets them: the requeue ends them).
+    fn note_missing(
+        &mut self,
+        node_id: &str,
+        missing: Vec<AttemptRef>,
+        now_ms: u64,
+    ) -> Vec<AttemptRef> {
+        let current: BTreeSet<(String, String, u32)> = missing
+            .into_iter()
+            .map(|a| (node_id.to_string(), a.task_id, a.attempt))
+            .collect();
+        self.missing_since
+            .retain(|k, _| k.0 != node_id || current.contains(k));
+        let mut due = Vec::new();
+        for key in current {
+            let since = *self.missing_since.entry(key.clone()).or_insert(now_ms);
+            if now_ms.saturating_sub(since) >= self.config.orphan_after_ms {
+                self.missing_since.remove(&key);
+                due.push(AttemptRef {
+                    task_id: key.1,
+                    attempt: key.2,
+                });
+            }
+        }
+        due
     }
 
     /// What the leader last heard from `node_id` (None before its first heartbeat in this
@@ -252,15 +354,21 @@ impl Liveness {
             };
         }
         let nodes = manifest.all_nodes();
-        // Forget nodes that left the manifest.
+        let stale_after = self.stale_after_ms(nodes.len());
+        // Forget nodes that left the manifest, but not one heard from recently: its
+        // registration may still be on its way through the log, and a registered node with
+        // no heartbeat counts as silent since the leader took over.
         let known: BTreeSet<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
-        self.seen.retain(|id, _| known.contains(id.as_str()));
+        self.seen.retain(|id, seen| {
+            known.contains(id.as_str()) || now_ms.saturating_sub(seen.last_ms) < stale_after
+        });
+        self.missing_since
+            .retain(|k, _| known.contains(k.0.as_str()));
 
         let up: Vec<&crate::proto::Node> = nodes
             .iter()
             .filter(|n| matches!(node_status(n), NodeStatus::Healthy | NodeStatus::Draining))
             .collect();
-        let stale_after = self.stale_after_ms(nodes.len());
         let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));
         let mut stale: Vec<(u64, String)> = if now_ms < grace_end {
             Vec::new()
@@ -310,6 +418,7 @@ impl Liveness {
                 Brake::Recovering {
                     last_declared_ms: None,
                     forced: true,
+                    released_ms: now_ms,
                 }
             }
             (Brake::Engaged { since_ms }, true) => Brake::Engaged {
@@ -322,6 +431,7 @@ impl Liveness {
             (Brake::Engaged { .. }, false) => Brake::Recovering {
                 last_declared_ms: None,
                 forced: false,
+                released_ms: now_ms,
             },
             (other, _) => other.clone(),
         };
@@ -337,11 +447,16 @@ impl Liveness {
                 actions.lost_nodes.sort();
             }
             Brake::Recovering {
-                last_declared_ms, ..
+                last_declared_ms,
+                forced,
+                released_ms,
             } => {
                 let gap_ms = 1000 / self.config.recovery_declarations_per_sec.clamp(1, 1000);
                 let due = last_declared_ms.is_none_or(|t| now_ms.saturating_sub(t) >= gap_ms);
-                if due && let Some((_, id)) = stale.first() {
+                let settled = |last: &u64| {
+                    *forced || now_ms.saturating_sub((*last).max(*released_ms)) >= stale_after
+                };
+                if due && let Some((_, id)) = stale.iter().find(|(last, _)| settled(last)) {
                     // Longest-silent first.
                     actions.lost_nodes.push(id.clone());
                     *last_declared_ms = Some(now_ms);
@@ -401,61 +516,6 @@ impl Liveness {
             node.memory_usage = s.memory_usage;
             node.agent_time = s.agent_time_ms;
         }
-    }
-}
-
-/// Run-timeout tracking on the leader's monotonic clock (issue 4 §3; SCENARIOS S8): the
-/// first time this leader sees an attempt in flight starts its clock. A new leader starts
-/// every clock afresh, which can only lengthen a timeout, never shorten it.
-#[derive(Clone, Debug, Default)]
-pub struct RunTimers {
-    started: BTreeMap<(String, u32), u64>,
-}
-
-impl RunTimers {
-    /// No attempts tracked.
-    pub fn new() -> RunTimers {
-        RunTimers::default()
-    }
-
-    /// Forgets everything (on losing or gaining leadership).
-    pub fn clear(&mut self) {
-        self.started.clear();
-    }
-
-    /// Syncs with the manifest at monotonic `now_ms`, then returns the in-flight attempts
-    /// whose run timeout plus `report_grace_ms` has passed (an `ExpireTasks` with
-    /// `run_timed_out` only; queue timeouts are `Manifest::timed_out`'s, on the wall clock).
-    pub fn expired(
-        &mut self,
-        manifest: &Manifest,
-        now_ms: u64,
-        report_grace_ms: u64,
-    ) -> crate::manifest::command::ExpireTasks {
-        let mut live = BTreeMap::new();
-        for node in manifest.all_nodes() {
-            for t in manifest.active_tasks_on(&node.node_id) {
-                if t.run_timeout_ms > 0 {
-                    let key = (t.task_id.clone(), t.attempt);
-                    let since = self.started.get(&key).copied().unwrap_or(now_ms);
-                    live.insert(key, (since, t.run_timeout_ms));
-                }
-            }
-        }
-        let mut out = crate::manifest::command::ExpireTasks::default();
-        self.started = live
-            .into_iter()
-            .map(|(key, (since, timeout))| {
-                if now_ms.saturating_sub(since) >= timeout.saturating_add(report_grace_ms) {
-                    out.run_timed_out.push(AttemptRef {
-                        task_id: key.0.clone(),
-                        attempt: key.1,
-                    });
-                }
-                (key, since)
-            })
-            .collect();
-        out
     }
 }
 
@@ -629,6 +689,46 @@ mod tests {
     }
 
     #[test]
+    fn agents_still_reconnecting_after_the_brake_releases_are_not_declared() {
+        let m = manifest_with(10);
+        let mut l = Liveness::new(cfg());
+        l.become_leader(0);
+        beat_all(&mut l, &m, 0, &[]);
+        let silent = ["n00", "n01", "n02", "n03", "n04", "n05"];
+        let mut now = 0;
+        while now < 8_000 {
+            now += 500;
+            beat_all(&mut l, &m, now, &silent);
+            assert!(l.evaluate(now, &m, true).lost_nodes.is_empty());
+        }
+        assert!(l.evaluate(now, &m, true).brake_engaged);
+        // The fault clears; four agents are back at once, n04 is still backing off and n05
+        // is really dead. The brake releases at `released`.
+        let released = now + 500;
+        let mut declared = Vec::new();
+        while now < released + 6_000 {
+            now += 500;
+            let away: &[&str] = if now < released + 2_500 {
+                &["n04", "n05"]
+            } else {
+                &["n05"]
+            };
+            beat_all(&mut l, &m, now, away);
+            let a = l.evaluate(now, &m, true);
+            assert!(!a.brake_engaged, "at {now}");
+            for id in a.lost_nodes {
+                declared.push((now, id));
+            }
+        }
+        // n04 reconnected within a stale timeout (3 s) of the release: never declared. n05
+        // is declared (again each second here, as nothing applies the NodeLost), but not
+        // before a whole stale timeout after the release.
+        assert!(!declared.is_empty());
+        assert!(declared.iter().all(|(_, id)| id == "n05"), "{declared:?}");
+        assert!(declared[0].0 >= released + 3_000, "{declared:?}");
+    }
+
+    #[test]
     fn brake_hold_expires_into_rate_limited_recovery() {
         let m = manifest_with(10);
         let mut l = Liveness::new(LivenessConfig {
@@ -669,34 +769,6 @@ mod tests {
         l.become_leader(0);
         // ...but 2 of 2 is below mass_failure_nodes_min and they are declared.
         assert_eq!(l.evaluate(6_000, &m, true).lost_nodes.len(), 2);
-    }
-
-    #[test]
-    fn run_timers_use_the_leader_clock_and_restart_on_a_new_leader() {
-        let mut m = manifest_with(1);
-        let id = TaskId::new_v7(T0 as u64, [2; 10]);
-        m.apply_command(&command::command(
-            T0,
-            1,
-            Kind::SubmitTask(command::SubmitTask {
-                task_id: id.to_string(),
-                task_type: "sleep".into(),
-                task_data: "{}".into(),
-                run_timeout_ms: 1_000,
-                ..Default::default()
-            }),
-        ))
-        .unwrap();
-        m.assign_task(&id, "n00", crate::manifest::Attempt(1), T0)
-            .unwrap();
-        let mut timers = RunTimers::new();
-        assert!(timers.expired(&m, 50_000, 200).run_timed_out.is_empty());
-        assert!(timers.expired(&m, 51_100, 200).run_timed_out.is_empty());
-        let e = timers.expired(&m, 51_200, 200);
-        assert_eq!(e.run_timed_out.len(), 1);
-        // A new leader starts the clock afresh.
-        timers.clear();
-        assert!(timers.expired(&m, 90_000, 200).run_timed_out.is_empty());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! satisfies the task's constraints (cloud provider, region, labels) and has free capacity
 //! (slots, CPU, memory, GPUs). Load is the share of the node's slots in use (parts per
 //! million); ties go to the node with fewer active tasks, then the smaller node id, so the
-//! same manifest always yields the same batch. Tasks whose `not_before` (retry backoff) is in the future wait.
+//! same manifest always yields the same batch. Tasks still in their retry backoff (timed by the
+//! leader on its monotonic clock, [`timers::LeaderTimers`]) wait.
 //!
 //! The result is an `AssignTasks` command, bounded in size; `apply` re-checks every item
 //! (a batch computed from a slightly stale state cannot double-assign or overfill a node).
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod liveness;
+pub mod timers;
 
 use std::collections::BTreeSet;
 
@@ -78,16 +80,17 @@ impl Candidate<'_> {
     }
 }
 
-/// Computes one batch of placements at proposer time `now_ms` (unix ms, the same value the
-/// `AssignTasks` command will carry). Nodes in `held_back` receive nothing this round (e.g. a
-/// returning node whose stale attempts must be aborted first, issue 4 §5).
+/// Computes one batch of placements. `backoff_over` says whether a PENDING task has waited
+/// out its retry backoff (the leader passes [`timers::LeaderTimers::backoff_over`] at its
+/// monotonic now). Nodes in `held_back` receive nothing this round (e.g. a returning node
+/// whose stale attempts must be aborted first, issue 4 §5).
 ///
 /// Cost: O(log N) per placed task in the common case (the least-loaded node fits); a task
 /// shape (constraints + resources) that fit nowhere is not searched for again in the round,
 /// since nodes only fill up within a round.
 pub fn place(
     manifest: &Manifest,
-    now_ms: i64,
+    mut backoff_over: impl FnMut(&Task) -> bool,
     limits: &PlacementLimits,
     held_back: &BTreeSet<String>,
 ) -> AssignTasks {
@@ -128,7 +131,7 @@ pub fn place(
         let Some(task) = manifest.get_task(&key.task_id) else {
             continue;
         };
-        if !is_due(task, now_ms) {
+        if !may_run_again(task) || !backoff_over(task) {
             continue;
         }
         let need = Resources::of_request(task.resources.as_ref());
@@ -175,20 +178,9 @@ fn task_shape(task: &Task) -> Vec<u8> {
     out
 }
 
-/// True if the task may be placed at `now_ms`: not cancelled, attempts left, backoff over.
-fn is_due(task: &Task, now_ms: i64) -> bool {
-    !task.cancel_requested && task.attempt < task.max_attempts && task.not_before <= now_ms
-}
-
-/// The earliest `not_before` (unix ms) among PENDING tasks still backing off at `now_ms`, so
-/// the scheduler actor can sleep until then instead of polling.
-pub fn next_due_ms(manifest: &Manifest, now_ms: i64) -> Option<i64> {
-    manifest
-        .pending_keys()
-        .filter_map(|k| manifest.get_task(&k.task_id))
-        .map(|t| t.not_before)
-        .filter(|nb| *nb > now_ms)
-        .min()
+/// True if the task may get another attempt: not cancelled and attempts left (SCENARIOS S7).
+fn may_run_again(task: &Task) -> bool {
+    !task.cancel_requested && task.attempt < task.max_attempts
 }
 
 /// The task ids of a batch, parsed (for callers that track what they proposed).

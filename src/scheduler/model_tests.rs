@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::liveness::{Liveness, LivenessConfig, RunTimers};
+use super::liveness::{Liveness, LivenessConfig};
+use super::timers::LeaderTimers;
 use super::{PlacementLimits, place};
 use crate::manifest::command::{self, AckStarted, Kind, RegisterNode, ReportResult, SubmitTask};
 use crate::manifest::{Manifest, ManifestError, TaskId, is_terminal, task_status};
@@ -53,7 +54,7 @@ struct World {
     now: u64,
     manifest: Manifest,
     liveness: Liveness,
-    timers: RunTimers,
+    timers: LeaderTimers,
     agents: Vec<Agent>,
     /// Accepted (non-duplicate) successful reports per task.
     completions: BTreeMap<String, u32>,
@@ -207,9 +208,11 @@ impl World {
     }
 
     fn step_leader(&mut self) {
+        let now = self.now;
+        let timers = &mut self.timers;
         let batch = place(
             &self.manifest,
-            self.wall(),
+            |t| timers.backoff_over(t, now),
             &PlacementLimits::default(),
             &BTreeSet::new(),
         );
@@ -225,7 +228,7 @@ impl World {
             self.apply(Kind::RequeueTasks(r)).unwrap();
         }
         let expired = self.timers.expired(&self.manifest, self.now, 1_000);
-        if !expired.run_timed_out.is_empty() {
+        if !expired.run_timed_out.is_empty() || !expired.queue_timed_out.is_empty() {
             self.apply(Kind::ExpireTasks(expired)).unwrap();
         }
     }
@@ -258,7 +261,7 @@ fn run_model(seed: u64) -> World {
             recovery_declarations_per_sec: 2,
             ..Default::default()
         }),
-        timers: RunTimers::new(),
+        timers: LeaderTimers::new(),
         agents: (0..6)
             .map(|i| Agent {
                 node_id: format!("agent-{i}"),

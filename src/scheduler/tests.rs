@@ -65,7 +65,7 @@ fn spreads_over_least_loaded_nodes_with_ties_by_id() {
     for n in 1..=5 {
         submit_with(&mut m, n, |_| {});
     }
-    let batch = place(&m, T0 + 1, &PlacementLimits::default(), &none());
+    let batch = place(&m, |_| true, &PlacementLimits::default(), &none());
     let nodes: Vec<&str> = batch
         .assignments
         .iter()
@@ -79,7 +79,7 @@ fn spreads_over_least_loaded_nodes_with_ties_by_id() {
     assert!(batch.assignments.iter().all(|a| a.attempt == 1));
     apply(&mut m, &batch);
     assert!(
-        place(&m, T0 + 1, &PlacementLimits::default(), &none())
+        place(&m, |_| true, &PlacementLimits::default(), &none())
             .assignments
             .is_empty()
     );
@@ -92,7 +92,7 @@ fn higher_priority_first_then_submission_order() {
     submit_with(&mut m, 1, |_| {});
     submit_with(&mut m, 2, |s| s.priority = 10);
     submit_with(&mut m, 3, |s| s.priority = 10);
-    let batch = place(&m, T0 + 1, &PlacementLimits::default(), &none());
+    let batch = place(&m, |_| true, &PlacementLimits::default(), &none());
     assert_eq!(batch.assignments.len(), 1);
     assert_eq!(batch.assignments[0].task_id, tid(2).to_string());
 }
@@ -126,7 +126,7 @@ fn constraints_and_resources_are_respected() {
             ..Default::default()
         })
     });
-    let batch = place(&m, T0 + 1, &PlacementLimits::default(), &none());
+    let batch = place(&m, |_| true, &PlacementLimits::default(), &none());
     let got: Vec<(String, String)> = batch
         .assignments
         .iter()
@@ -149,7 +149,7 @@ fn constraints_and_resources_are_respected() {
         })
     });
     assert!(
-        place(&m, T0 + 2, &PlacementLimits::default(), &none())
+        place(&m, |_| true, &PlacementLimits::default(), &none())
             .assignments
             .is_empty()
     );
@@ -168,33 +168,38 @@ fn unhealthy_draining_and_held_back_nodes_get_nothing() {
     m.set_node_status("b", NodeStatus::Draining, T0, 1).unwrap();
     let held: BTreeSet<String> = ["c".to_string()].into();
     assert!(
-        place(&m, T0 + 1, &PlacementLimits::default(), &held)
+        place(&m, |_| true, &PlacementLimits::default(), &held)
             .assignments
             .is_empty()
     );
-    let batch = place(&m, T0 + 1, &PlacementLimits::default(), &none());
+    let batch = place(&m, |_| true, &PlacementLimits::default(), &none());
     assert!(batch.assignments.iter().all(|a| a.node_id == "c"));
     assert_eq!(batch.assignments.len(), 3);
 }
 
 #[test]
-fn backoff_delays_placement_and_next_due_reports_it() {
+fn backoff_delays_placement_on_the_leader_clock() {
     let mut m = Manifest::new();
     register(&mut m, "a", 4, "r", 0);
     submit_with(&mut m, 1, |_| {});
-    let b = place(&m, T0 + 1, &PlacementLimits::default(), &none());
+    let b = place(&m, |_| true, &PlacementLimits::default(), &none());
     apply(&mut m, &b);
     m.fail_task(&tid(1), crate::manifest::Attempt(1), "a", "x", true, T0 + 2)
         .unwrap();
-    let nb = m.get_task(&tid(1)).unwrap().not_before;
-    assert!(nb > T0 + 2);
-    assert!(
-        place(&m, nb - 1, &PlacementLimits::default(), &none())
-            .assignments
-            .is_empty()
-    );
-    assert_eq!(next_due_ms(&m, nb - 1), Some(nb));
-    let b = place(&m, nb, &PlacementLimits::default(), &none());
+    let backoff = m.get_task(&tid(1)).unwrap().backoff_ms;
+    assert!(backoff > 0);
+    let mut timers = super::timers::LeaderTimers::new();
+    let mut at = |now: u64| {
+        place(
+            &m,
+            |t| timers.backoff_over(t, now),
+            &PlacementLimits::default(),
+            &none(),
+        )
+    };
+    assert!(at(10_000).assignments.is_empty());
+    assert!(at(10_000 + backoff - 1).assignments.is_empty());
+    let b = at(10_000 + backoff);
     assert_eq!(b.assignments.len(), 1);
     assert_eq!(b.assignments[0].attempt, 2);
 }
@@ -212,8 +217,8 @@ fn batches_are_bounded_and_deterministic() {
         batch_assignments_max: 16,
         pending_scanned_max: 1000,
     };
-    let a = place(&m, T0 + 1, &limits, &none());
-    let b = place(&m.clone(), T0 + 1, &limits, &none());
+    let a = place(&m, |_| true, &limits, &none());
+    let b = place(&m.clone(), |_| true, &limits, &none());
     assert_eq!(a, b);
     assert_eq!(a.assignments.len(), 16);
     let per_node: std::collections::BTreeMap<&str, usize> =
@@ -255,7 +260,7 @@ fn placement_and_liveness_cost() {
     let start = std::time::Instant::now();
     let rounds = 10;
     for _ in 0..rounds {
-        let b = place(&m, T0 + 1, &limits, &none());
+        let b = place(&m, |_| true, &limits, &none());
         assert_eq!(b.assignments.len(), limits.batch_assignments_max);
     }
     let place_ms = start.elapsed().as_secs_f64() * 1000.0 / rounds as f64;

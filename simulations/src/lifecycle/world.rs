@@ -16,7 +16,7 @@
 //!   requeued as ORPHANED after a while; PollTask is a ReadIndex read, then a long poll;
 //!   AckStarted / ReportResult / SubmitTask are proposals answered once applied;
 //! - the scheduler actor: one `AssignTasks` batch from `mlcp::scheduler::place` in flight at
-//!   a time; run timeouts from `RunTimers` on the monotonic clock;
+//!   a time; backoff, queue and run timeouts from `LeaderTimers` on the monotonic clock;
 //! - the heartbeat monitor scan: `Liveness::evaluate` gated on the leader still reaching a
 //!   quorum (the production `leader_can_commit`), proposing `NodeLost` / `RequeueTasks`.
 //!
@@ -26,13 +26,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mlcp::manifest::command::{
-    self, AckStarted, AssignTasks, AttemptRef, CommandOutcome, Kind, NodeLost, RegisterNode,
-    ReportResult, RequeueReason, RequeueTasks, SubmitTask,
+    self, AckStarted, AssignTasks, CommandOutcome, Kind, NodeLost, RegisterNode, ReportResult,
+    RequeueReason, RequeueTasks, SubmitTask,
 };
 use mlcp::manifest::{Manifest, ManifestError, TaskId};
 use mlcp::proto::{RetryPolicy, RunningAttempt, TaskStatus};
-use mlcp::raft::{Config, EntryKind, LogIndex, NodeId, RawNode, Role, Snapshot, Status, Term};
-use mlcp::scheduler::liveness::{Liveness, LivenessConfig, RunTimers};
+use mlcp::raft::{Config, EntryKind, LogIndex, NodeId, RawNode, Role, Snapshot, Term};
+use mlcp::scheduler::liveness::{HeartbeatDecision, HeartbeatIn, Liveness, LivenessConfig};
+use mlcp::scheduler::timers::LeaderTimers;
 use mlcp::scheduler::{PlacementLimits, place};
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
@@ -143,8 +144,6 @@ pub struct Weakened {
     pub keep_polls_on_step_down: bool,
     /// Serve PollTask from local state without a ReadIndex (S6).
     pub poll_without_read_index: bool,
-    /// Tell the liveness core the leader can always commit (S3).
-    pub ignore_quorum: bool,
 }
 
 /// Tunables of the world.
@@ -162,8 +161,6 @@ pub struct WorldOptions {
     pub scan_interval_ticks: u64,
     /// Ticks between scheduler rounds.
     pub sched_interval_ticks: u64,
-    /// RUNNING attempts missing from a node's heartbeats this long are requeued, in ticks.
-    pub orphan_after_ticks: u64,
     /// Grace after a run timeout before the leader requeues, in ms.
     pub report_grace_ms: u64,
     /// Peer network faults.
@@ -201,10 +198,10 @@ impl WorldOptions {
                 brake_hold_ms: 5_000,
                 recovery_declarations_per_sec: 4,
                 requeue_batch_max: 64,
+                orphan_after_ms: 100 * TICK_MS,
             },
             scan_interval_ticks: 5,
             sched_interval_ticks: 3,
-            orphan_after_ticks: 100,
             report_grace_ms: 500,
             faults: Faults {
                 delay_steps_min: 1,
@@ -248,7 +245,7 @@ pub struct Controller {
     pub applied: LogIndex,
     /// The heartbeat monitor's core.
     pub liveness: Liveness,
-    run_timers: RunTimers,
+    timers: LeaderTimers,
     /// The term it leads in, as its actors believe.
     pub leading: Option<Term>,
     /// Ticks since (re)start: its monotonic clock.
@@ -261,7 +258,8 @@ pub struct Controller {
     parked: Vec<(u64, Rpc)>,
     sched_busy: Option<LogIndex>,
     scan_busy: Option<LogIndex>,
-    missing_since: BTreeMap<(String, String, u32), u64>,
+    /// Nodes held back from placement: they run attempts that are no longer theirs.
+    held_back: BTreeSet<String>,
     next_read: u64,
     /// Restarts so far.
     pub restarts: u64,
@@ -347,19 +345,6 @@ pub struct World {
     trace: u64,
 }
 
-fn leader_can_commit(st: &Status) -> bool {
-    if st.soft.role != Role::Leader {
-        return false;
-    }
-    let active = st
-        .membership
-        .voters
-        .iter()
-        .filter(|id| **id == st.id || st.peers.get(id).is_some_and(|p| p.recent_active))
-        .count();
-    active >= st.membership.quorum()
-}
-
 impl World {
     /// Builds and starts every controller and agent (no clients).
     pub fn new(options: WorldOptions) -> World {
@@ -390,7 +375,7 @@ impl World {
                 manifest: Manifest::new(),
                 applied: LogIndex(0),
                 liveness: Liveness::new(w.options.liveness.clone()),
-                run_timers: RunTimers::new(),
+                timers: LeaderTimers::new(),
                 leading: None,
                 mono_ticks: 0,
                 wall_offset_ms: 0,
@@ -400,7 +385,7 @@ impl World {
                 parked: Vec::new(),
                 sched_busy: None,
                 scan_busy: None,
-                missing_since: BTreeMap::new(),
+                held_back: BTreeSet::new(),
                 next_read: 1,
                 restarts: 0,
                 quorum_tick: 0,
@@ -448,7 +433,7 @@ impl World {
         c.applied = snap.meta.index;
         c.core = Some(core);
         c.liveness = Liveness::new(self.options.liveness.clone());
-        c.run_timers.clear();
+        c.timers.clear();
         c.leading = None;
         c.mono_ticks = 0;
         c.waiters.clear();
@@ -457,7 +442,7 @@ impl World {
         c.parked.clear();
         c.sched_busy = None;
         c.scan_busy = None;
-        c.missing_since.clear();
+        c.held_back.clear();
     }
 
     fn trace(&mut self, words: &[u64]) {
@@ -767,35 +752,36 @@ impl World {
         agent_time_ms: i64,
     ) -> Result<(), Violation> {
         let wall = self.wall_ms(id);
-        let orphan_after = self.options.orphan_after_ticks * TICK_MS;
         let c = self.controllers.get_mut(&id).expect("known");
         let now = c.mono_ms();
-        let node_id = registration.node_id.clone();
-        c.liveness
-            .observe_heartbeat(&node_id, now, wall, 0.0, 0.0, agent_time_ms);
-        let interval_ms = c.liveness.heartbeat_interval_ms(c.manifest.node_count());
-        let changes = c.manifest.registration_changes(&registration);
-        let abort = c.manifest.attempts_to_abort(&node_id, &running);
-        let orphaned = c.manifest.orphaned_attempts(&node_id, &running);
-        // The production monitor's note_orphans: requeue only attempts missing for a while.
-        let current: BTreeSet<(String, String, u32)> = orphaned
-            .iter()
-            .map(|a| (node_id.clone(), a.task_id.clone(), a.attempt))
-            .collect();
-        c.missing_since
-            .retain(|k, _| k.0 != node_id || current.contains(k));
-        let mut due = Vec::new();
-        for key in current {
-            let since = *c.missing_since.entry(key.clone()).or_insert(now);
-            if now.saturating_sub(since) >= orphan_after {
-                due.push(AttemptRef {
-                    task_id: key.1.clone(),
-                    attempt: key.2,
-                });
-                c.missing_since.remove(&key);
-            }
+        let hb = HeartbeatIn {
+            registration: &registration,
+            running: &running,
+            cpu_usage: 0.0,
+            memory_usage: 0.0,
+            agent_time_ms,
+        };
+        // The production monitor's decision, from the same pure core.
+        let decision = c.liveness.heartbeat(&c.manifest, hb, now, wall);
+        if decision.abort.is_empty() {
+            c.held_back.remove(&registration.node_id);
+        } else {
+            c.held_back.insert(registration.node_id.clone());
         }
-        if changes {
+        let HeartbeatDecision {
+            interval_ms,
+            abort,
+            register,
+            orphaned,
+        } = decision;
+        if !orphaned.is_empty() {
+            let kind = Kind::RequeueTasks(RequeueTasks {
+                attempts: orphaned,
+                reason: RequeueReason::Orphaned as i32,
+            });
+            let _ = self.propose(id, kind);
+        }
+        if register {
             match self.propose(id, Kind::RegisterNode(registration)) {
                 Some((index, term)) => {
                     let w = Waiter::Heartbeat {
@@ -817,13 +803,6 @@ impl World {
             }
         } else {
             self.reply(&rpc, Body::HeartbeatReply { interval_ms, abort });
-        }
-        if !due.is_empty() {
-            let kind = Kind::RequeueTasks(RequeueTasks {
-                attempts: due,
-                reason: RequeueReason::Orphaned as i32,
-            });
-            let _ = self.propose(id, kind);
         }
         Ok(())
     }
@@ -979,8 +958,8 @@ impl World {
             (true, _) => {
                 let now = c.mono_ms();
                 c.liveness.become_leader(now);
-                c.run_timers.clear();
-                c.missing_since.clear();
+                c.timers.clear();
+                c.held_back.clear();
                 c.leading = Some(st.soft.term);
                 c.sched_busy = None;
                 c.scan_busy = None;
@@ -988,8 +967,8 @@ impl World {
             (false, Some(_)) => {
                 c.leading = None;
                 c.liveness.step_down();
-                c.run_timers.clear();
-                c.missing_since.clear();
+                c.timers.clear();
+                c.held_back.clear();
                 c.sched_busy = None;
                 c.scan_busy = None;
                 let hint = st.soft.leader.map(|l| l.get());
@@ -1082,20 +1061,20 @@ impl World {
         }
         c.sched_busy = None;
         let now = c.mono_ms();
-        let expire = c.run_timers.expired(&c.manifest, now, grace);
-        if !expire.run_timed_out.is_empty() {
+        let expire = c.timers.expired(&c.manifest, now, grace);
+        if !expire.run_timed_out.is_empty() || !expire.queue_timed_out.is_empty() {
             if let Some((i, _)) = self.propose(id, Kind::ExpireTasks(expire)) {
                 self.controllers.get_mut(&id).expect("known").sched_busy = Some(i);
             }
             return;
         }
-        let wall = self.wall_ms(id);
-        let c = &self.controllers[&id];
+        let c = self.controllers.get_mut(&id).expect("known");
+        let timers = &mut c.timers;
         let plan: AssignTasks = place(
             &c.manifest,
-            wall,
+            |t| timers.backoff_over(t, now),
             &PlacementLimits::default(),
-            &BTreeSet::new(),
+            &c.held_back,
         );
         if plan.assignments.is_empty() {
             return;
@@ -1108,7 +1087,6 @@ impl World {
     fn scan(&mut self, id: NodeId) {
         let every = self.options.scan_interval_ticks.max(1);
         let window = Config::new(id, [id]).election_timeout_ticks_max;
-        let ignore_quorum = self.options.weakened.ignore_quorum;
         let now_tick = self.now;
         let c = self.controllers.get_mut(&id).expect("known");
         let Some(term) = c.leading else { return };
@@ -1117,7 +1095,7 @@ impl World {
         }
         c.scan_busy = None;
         let st = c.core.as_ref().expect("up").status();
-        let can_commit = ignore_quorum || leader_can_commit(&st);
+        let can_commit = st.leader_has_active_quorum();
         let now = c.mono_ms();
         let actions = c.liveness.evaluate(now, &c.manifest, can_commit);
         let quorum_ok = now_tick.saturating_sub(c.quorum_tick) <= window;
