@@ -1,6 +1,9 @@
-import sys,re
-case=sys.argv[1]
+"""Removes one lifecycle protection from the tree this script lives in, so the scenario test
+that guards it can be shown to fail. Usage: python3 simulations/lifecycle_checks_patch.py s01
+(then run the test named in LIFECYCLE_CHECKS.md, then `git checkout -- src simulations`)."""
 import os
+import sys
+case=sys.argv[1]
 R = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '')
 def sub(path, old, new, count=1, region=None):
     p=R+path; s=open(p).read()
@@ -17,7 +20,8 @@ elif case=='s02':
     sub('src/manifest/nodes.rs',".into_iter()\n            .filter_map(|t| TaskId::parse",".into_iter()\n            .filter(|t| t.status == crate::proto::TaskStatus::Running as i32)\n            .filter_map(|t| TaskId::parse",region="    pub fn node_lost(")
     sub('src/scheduler/liveness.rs',"if matches!(task_status(t), TaskStatus::Assigned | TaskStatus::Running)","if matches!(task_status(t), TaskStatus::Running)")
 elif case=='s03':
-    sub(T,"    o.check_quorum = false;\n","    o.check_quorum = false;\n    o.weakened.ignore_quorum = true;\n")
+    # The quorum gate on node-status decisions (production code shared with the monitor).
+    sub('src/raft/node.rs',"        if self.soft.role != Role::Leader {\n            return false;\n        }\n        let active","        if self.soft.role == Role::Leader {\n            return true;\n        }\n        let active",region="    pub fn leader_has_active_quorum(")
 elif case=='s04':
     sub('src/scheduler/liveness.rs',"let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));","let grace_end = since;")
 elif case=='s05':
@@ -25,9 +29,8 @@ elif case=='s05':
 elif case=='s06':
     sub(T,"    let mut w = started(steady(2));\n    let id = w.submit_direct(\"s6\"","    let mut o6 = steady(2);\n    o6.weakened.poll_without_read_index = true;\n    let mut w = started(o6);\n    let id = w.submit_direct(\"s6\"")
 elif case=='s07':
-    sub('src/scheduler/mod.rs',"!task.cancel_requested && task.attempt < task.max_attempts && task.not_before <= now_ms","!task.cancel_requested && task.not_before <= now_ms")
+    sub('src/scheduler/mod.rs',"!task.cancel_requested && task.attempt < task.max_attempts","!task.cancel_requested")
     sub('src/manifest/lifecycle.rs',"if end.retryable && t.attempt < t.max_attempts && !t.cancel_requested","if end.retryable && !t.cancel_requested")
-    sub('src/manifest/validate.rs',"","")  # no-op
 elif case=='s08':
     sub('src/scheduler/liveness.rs',"            last_ms: now_ms,\n","            last_ms: agent_time_ms.max(0) as u64,\n")
 elif case=='s09':
@@ -38,3 +41,9 @@ elif case=='s11':
     sub(T,"    o.agent.poll_wait_ticks = 2_000;\n","    o.agent.poll_wait_ticks = 2_000;\n    o.weakened.keep_polls_on_step_down = true;\n")
 elif case=='s12':
     sub('src/manifest/nodes.rs',"    pub fn registration_changes(&self, reg: &RegisterNode) -> bool {\n","    pub fn registration_changes(&self, reg: &RegisterNode) -> bool {\n        #[allow(unreachable_code)]\n        return true;\n")
+elif case=='brake_release_grace':
+    # Not a scenario of its own: the grace after the brake releases (unit test
+    # agents_still_reconnecting_after_the_brake_releases_are_not_declared).
+    sub('src/scheduler/liveness.rs',"*forced || now_ms.saturating_sub((*last).max(*released_ms)) >= stale_after","true || *forced || now_ms.saturating_sub((*last).max(*released_ms)) >= stale_after")
+else:
+    sys.exit(f"unknown case {case}")
