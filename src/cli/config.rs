@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata, Provider};
 use serde::{Deserialize, Serialize};
 
 use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
@@ -35,9 +35,11 @@ pub enum ConfigError {
     /// `--config FILE` named a file that does not exist.
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
-    /// The file or environment had a value of the wrong type (figment names key and source).
+    /// The file or environment had a value of the wrong type, or the file was not TOML. The
+    /// message names the key as the user wrote it: `server.node_id in mlcp.toml`, or
+    /// `MLCP_SERVER_NODE_ID (server.node_id)` for the environment.
     #[error("configuration: {0}")]
-    Figment(#[from] Box<figment::Error>),
+    Invalid(String),
     /// An address key did not parse as `HOST:PORT` with a numeric IP.
     #[error("{key}: {value:?} is not an IP:PORT socket address")]
     BadAddress {
@@ -282,14 +284,48 @@ fn layered<T: for<'de> Deserialize<'de>>(
     flags: impl Serialize,
 ) -> Result<T, ConfigError> {
     let prefix = format!("MLCP_{}_", section.to_ascii_uppercase());
+    let env = Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into());
+    let env_metadata = env.metadata();
     let figment = Figment::new()
         .merge(Serialized::default(section, defaults))
         .merge(file_layer(file)?)
-        .merge(Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into()))
+        .merge(env)
         .merge(Serialized::default(section, flags));
+    // Extracting the focused table (not `extract_inner`, which appends the section to the
+    // end of an error's path) leaves each error's path relative to the section.
     figment
-        .extract_inner::<T>(section)
-        .map_err(|e| ConfigError::Figment(Box::new(e)))
+        .focus(section)
+        .extract::<T>()
+        .map_err(|e| ConfigError::Invalid(describe(e, section, &prefix, &env_metadata)))
+}
+
+/// A figment error with each key named as the user wrote it. figment's own message names
+/// the key by its profile and path (`"default.node_id.server"` for a file value,
+/// `"NODE_ID.SERVER"` for the environment); this says `server.node_id in mlcp.toml` or
+/// `MLCP_SERVER_NODE_ID (server.node_id)`.
+fn describe(error: figment::Error, section: &str, env_prefix: &str, env: &Metadata) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let source = e.metadata.as_ref().and_then(|md| md.source.as_ref());
+            let from_env = e.metadata.as_ref() == Some(env);
+            let key = (!e.path.is_empty()).then(|| format!("{section}.{}", e.path.join(".")));
+            let place = match (key, from_env, source) {
+                (Some(key), true, _) => {
+                    format!(
+                        "{env_prefix}{} ({key})",
+                        e.path.join("_").to_ascii_uppercase()
+                    )
+                }
+                (Some(key), false, Some(source)) => format!("{key} in {source}"),
+                (Some(key), false, None) => key,
+                (None, _, Some(source)) => source.to_string(),
+                (None, _, None) => section.to_owned(),
+            };
+            format!("{place}: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -621,6 +657,46 @@ mod tests {
             let opts = server_options(None, &flags).map_err(jail_err)?;
             assert_eq!(opts.peers.len(), 3);
             assert_eq!(opts.peers[&2], "[::1]:50052");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_key_as_the_user_wrote_it() {
+        Jail::expect_with(|jail| {
+            jail.create_file("mlcp.toml", "[server]\nnode_id = \"two\"\n")?;
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("server.node_id") && err.contains("mlcp.toml"),
+                "names the TOML key and the file: {err}"
+            );
+            assert!(!err.contains("default."), "no figment profile: {err}");
+
+            jail.create_file("mlcp.toml", "[agent]\nslots = -1\n")?;
+            let err = agent_options(None, &AgentArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("agent.slots"), "{err}");
+
+            jail.create_file("mlcp.toml", "")?;
+            jail.set_env("MLCP_SERVER_TICK_MS", "fast");
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("MLCP_SERVER_TICK_MS") && err.contains("server.tick_ms"),
+                "names the variable and its key: {err}"
+            );
+            assert!(!err.contains("TICK_MS.SERVER"), "{err}");
+
+            jail.set_env("MLCP_SERVER_TICK_MS", "50");
+            jail.set_env("MLCP_CLIENT_TIMEOUT_MS", "soon");
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("MLCP_CLIENT_TIMEOUT_MS"), "{err}");
             Ok(())
         });
     }
