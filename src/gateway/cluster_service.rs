@@ -180,6 +180,46 @@ fn member_id(field: &str, id: u64) -> Result<NodeId, Status> {
     Ok(NodeId(id))
 }
 
+/// The voter a `TransferLeader` for `target_id` may go to (`None`: the raft actor picks the
+/// most up-to-date other voter), or why not in the caller's terms: an id that is not a
+/// member is INVALID_ARGUMENT, a learner or "any other voter" with none is
+/// FAILED_PRECONDITION; each names the id and lists the voters. These are answers about the
+/// request, not about availability: UNAVAILABLE would send clients retrying at other members.
+/// The current leader (`self_id`) passes: the transfer is a no-op.
+fn transfer_target(
+    membership: &Membership,
+    self_id: NodeId,
+    target_id: u64,
+) -> Result<Option<NodeId>, Status> {
+    let voters = membership
+        .voters
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if target_id == 0 {
+        return if membership.voters.iter().any(|v| *v != self_id) {
+            Ok(None)
+        } else {
+            Err(Status::failed_precondition(format!(
+                "target_id: 0 asks for another voter but there is none (voters: {voters})"
+            )))
+        };
+    }
+    let target = NodeId(target_id);
+    if membership.learners.contains(&target) {
+        return Err(Status::failed_precondition(format!(
+            "target_id: {target} is a learner, not a voter; promote it first (voters: {voters})"
+        )));
+    }
+    if !membership.voters.contains(&target) {
+        return Err(Status::invalid_argument(format!(
+            "target_id: {target} is not a member of the cluster (voters: {voters})"
+        )));
+    }
+    Ok(Some(target))
+}
+
 impl ClusterSvc {
     async fn change(&self, change: MemberChange) -> Result<Vec<Member>, Status> {
         let ctx = &self.ctx;
@@ -257,7 +297,13 @@ impl ClusterService for ClusterSvc {
                 .await;
         }
         let TransferLeaderRequest { target_id } = req.into_inner();
-        let to = (target_id != 0).then_some(NodeId(target_id));
+        let raft = self
+            .ctx
+            .raft
+            .send(GetRaftStatus)
+            .await
+            .map_err(|e| self.ctx.mailbox_status(e))?;
+        let to = transfer_target(&raft.status.membership, raft.status.id, target_id)?;
         let target = self
             .ctx
             .raft
@@ -416,5 +462,36 @@ impl ClusterService for ClusterSvc {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_target_must_be_a_voter() {
+        let mut m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        m.learners.insert(NodeId(4));
+        let me = NodeId(1);
+        assert_eq!(transfer_target(&m, me, 2).unwrap(), Some(NodeId(2)));
+        assert_eq!(
+            transfer_target(&m, me, 1).unwrap(),
+            Some(NodeId(1)),
+            "self: no-op"
+        );
+        assert_eq!(transfer_target(&m, me, 0).unwrap(), None, "the actor picks");
+
+        let e = transfer_target(&m, me, 9).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("9") && e.message().contains("voters: 1, 2, 3"));
+        let e = transfer_target(&m, me, 4).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("4 is a learner"), "{}", e.message());
+
+        let alone = Membership::with_voters([me]);
+        let e = transfer_target(&alone, me, 0).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("voters: 1"), "{}", e.message());
     }
 }
