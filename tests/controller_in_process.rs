@@ -900,6 +900,33 @@ fn with_one_controller<F: std::future::Future<Output = ()>>(body: impl FnOnce(Cl
     server.join().expect("clean shutdown");
 }
 
+/// The leader's own row in the cluster status shows how far its own log reaches — at least
+/// the commit index, which counts the leader's own durable entries — not 0.
+#[test]
+fn the_leaders_own_status_row_shows_its_own_log() {
+    with_one_controller(|mut c| async move {
+        let leader = wait_for_leader(&mut c).await;
+        let start = Instant::now();
+        loop {
+            let s = c
+                .cluster
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let own = s.members.iter().find(|m| m.id == leader).expect("own row");
+            if own.match_index > 0 && own.match_index >= s.commit_index {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "leader's own match index never reached its commit index: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
 /// A leadership transfer to something that cannot lead is refused for what it is —
 /// INVALID_ARGUMENT for an id that is not a member, FAILED_PRECONDITION for a learner or when
 /// there is no other voter — naming the id and the voters, not UNAVAILABLE (which clients

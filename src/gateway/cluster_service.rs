@@ -28,7 +28,7 @@ use crate::proto::{
     PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse, Suffrage,
     TakeSnapshotRequest, TakeSnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
-use crate::raft::{Membership, NodeId, Role};
+use crate::raft::{LogIndex, Membership, NodeId, Role};
 
 /// Longest drain wait, in ms.
 pub const DRAIN_DEADLINE_MS_MAX: u64 = 3_600_000;
@@ -59,6 +59,9 @@ fn role_of(r: Role) -> MemberRole {
     }
 }
 
+/// The member table. `peers` (the leader's progress of the others) gives each other
+/// member's match index; this controller's own row shows `self_durable`, the last index
+/// durable in its own log, since `peers` never lists itself and 0 reads as "unknown".
 fn members_of(
     membership: &Membership,
     addresses: &BTreeMap<NodeId, String>,
@@ -66,6 +69,7 @@ fn members_of(
     self_role: Role,
     leader: Option<NodeId>,
     peers: &BTreeMap<NodeId, crate::raft::PeerStatus>,
+    self_durable: LogIndex,
 ) -> Vec<Member> {
     membership
         .members()
@@ -89,7 +93,11 @@ fn members_of(
                 address: addresses.get(&id).cloned().unwrap_or_default(),
                 role: role as i32,
                 suffrage: suffrage as i32,
-                match_index: peers.get(&id).map(|p| p.match_index.get()).unwrap_or(0),
+                match_index: if id == self_id {
+                    self_durable.get()
+                } else {
+                    peers.get(&id).map(|p| p.match_index.get()).unwrap_or(0)
+                },
             }
         })
         .collect()
@@ -126,6 +134,7 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
             st.soft.role,
             st.soft.leader,
             &st.peers,
+            raft.durable_index,
         ),
         leader_id: st.soft.leader.map(|l| l.get()).unwrap_or(0),
         leader_address: raft.leader_address.clone().unwrap_or_default(),
