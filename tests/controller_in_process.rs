@@ -16,9 +16,10 @@ use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::task_service_client::TaskServiceClient;
 use mlcp::proto::{
-    AckTaskStartedRequest, GetClusterStatusRequest, GetTaskRequest, HeartbeatRequest,
-    ListNodesRequest, ListTasksRequest, NodeCapacity, PollTaskRequest, ReportTaskResultRequest,
-    RetryPolicy, RunningAttempt, SubmitTaskRequest, Task, TaskStatus,
+    AckTaskStartedRequest, AddMemberRequest, GetClusterStatusRequest, GetTaskRequest,
+    HeartbeatRequest, ListNodesRequest, ListTasksRequest, NodeCapacity, PollTaskRequest,
+    ReportTaskResultRequest, RetryPolicy, RunningAttempt, SubmitTaskRequest, Task, TaskStatus,
+    TransferLeaderRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -875,4 +876,121 @@ fn cancel_watch_and_drain() {
     });
     shutdown.cancel();
     server.join().expect("clean shutdown");
+}
+
+/// Runs `body` against one fresh single-member controller, then shuts it down cleanly.
+fn with_one_controller<F: std::future::Future<Output = ()>>(body: impl FnOnce(Clients) -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
+        data_dir: dir.path().join("data"),
+        tick: Duration::from_millis(10),
+        ..ServerOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = start_server(opts, shutdown.clone()).expect("controller starts");
+    let grpc_addr = server.grpc_addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { body(connect(grpc_addr).await).await });
+    shutdown.cancel();
+    server.join().expect("clean shutdown");
+}
+
+/// The leader's own row in the cluster status shows how far its own log reaches — at least
+/// the commit index, which counts the leader's own durable entries — not 0.
+#[test]
+fn the_leaders_own_status_row_shows_its_own_log() {
+    with_one_controller(|mut c| async move {
+        let leader = wait_for_leader(&mut c).await;
+        let start = Instant::now();
+        loop {
+            let s = c
+                .cluster
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let own = s.members.iter().find(|m| m.id == leader).expect("own row");
+            if own.match_index > 0 && own.match_index >= s.commit_index {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "leader's own match index never reached its commit index: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// A leadership transfer to something that cannot lead is refused for what it is —
+/// INVALID_ARGUMENT for an id that is not a member, FAILED_PRECONDITION for a learner or when
+/// there is no other voter — naming the id and the voters, not UNAVAILABLE (which clients
+/// retry elsewhere); a transfer to the current leader is a no-op success.
+#[test]
+fn transfer_leader_to_a_non_voter_names_the_target_and_the_voters() {
+    with_one_controller(|mut c| async move {
+        let leader = wait_for_leader(&mut c).await;
+        let voters = format!("voters: {leader}");
+
+        // Not a member at all.
+        let e = c
+            .cluster
+            .transfer_leader(TransferLeaderRequest { target_id: 7 })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains('7') && e.message().contains(&voters),
+            "{e:?}"
+        );
+
+        // "Any other voter" when there is none.
+        let e = c
+            .cluster
+            .transfer_leader(TransferLeaderRequest { target_id: 0 })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(&voters), "{e:?}");
+
+        // The current leader: nothing to do, and the answer says who leads.
+        let same = c
+            .cluster
+            .transfer_leader(TransferLeaderRequest { target_id: leader })
+            .await
+            .expect("transfer to the current leader is a no-op")
+            .into_inner();
+        assert_eq!(same.leader.unwrap().leader_id, leader);
+
+        // A learner: a member, but it cannot lead until promoted. Nothing listens at its
+        // address; the single voter commits the change alone.
+        let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let learner_addr = spare.local_addr().unwrap().to_string();
+        drop(spare);
+        c.cluster
+            .add_member(AddMemberRequest {
+                id: 4,
+                address: learner_addr,
+            })
+            .await
+            .expect("add a learner");
+        let e = c
+            .cluster
+            .transfer_leader(TransferLeaderRequest { target_id: 4 })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message().contains('4')
+                && e.message().contains("learner")
+                && e.message().contains(&voters),
+            "{e:?}"
+        );
+        assert_eq!(wait_for_leader(&mut c).await, leader, "leadership stayed");
+    });
 }

@@ -4,8 +4,10 @@
 
 mod common;
 
-use common::{mlcp, stderr, stdout};
-use mlcp::cli::local_cluster::free_ports;
+use std::time::Duration;
+
+use common::{mlcp, request, started_cluster, stderr, stdout, submit};
+use mlcp::cli::local_cluster::{ClusterSpec, free_ports};
 
 #[tokio::test]
 async fn a_bad_flag_prints_usage_and_exits_2() {
@@ -67,4 +69,50 @@ async fn a_bad_config_value_names_the_key_and_exits_1() {
     let out = mlcp(&["server", "--config", file.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("server.peers"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_list_limit_0_means_no_limit() {
+    let cluster = started_cluster(ClusterSpec {
+        controllers: 1,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let client = cluster.client(Duration::from_secs(10));
+    for i in 0..3 {
+        submit(
+            &client,
+            request("echo", serde_json::json!({ "i": i }), &format!("limit-{i}")),
+        )
+        .await;
+    }
+    let server = cluster.controllers[0].grpc.to_string();
+    let listed = |limit: &'static str| {
+        let server = server.clone();
+        async move {
+            let out = mlcp(&[
+                "task", "list", "--limit", limit, "--server", &server, "--output", "json",
+            ])
+            .await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "--limit {limit}: {}",
+                stderr(&out)
+            );
+            let json: serde_json::Value = serde_json::from_str(&stdout(&out))
+                .unwrap_or_else(|e| panic!("--limit {limit}: {e}: {}", stdout(&out)));
+            json["tasks"].as_array().map_or(0, Vec::len)
+        }
+    };
+    // 0 is "no limit" (as etcdctl reads --limit 0), not an empty answer.
+    assert_eq!(listed("0").await, 3);
+    assert_eq!(listed("2").await, 2);
+
+    let out = mlcp(&["task", "list", "--help"]).await;
+    assert!(
+        stdout(&out).contains("0 means no limit"),
+        "--help must say what --limit 0 does:\n{}",
+        stdout(&out)
+    );
 }

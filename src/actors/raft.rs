@@ -133,6 +133,9 @@ pub struct RaftStatus {
     pub leader_address: Option<String>,
     /// Highest log index the state machine has applied.
     pub applied: LogIndex,
+    /// Last log index durable in this controller's own storage (what a leader's progress
+    /// table would say of itself; `status.peers` has only the other members).
+    pub durable_index: LogIndex,
     /// Index of the latest local snapshot (0 = none).
     pub snapshot_index: LogIndex,
     /// Known gRPC addresses of members (and former members), by id.
@@ -1103,6 +1106,7 @@ impl Handler<GetRaftStatus> for RaftActor {
             status,
             leader_address,
             applied: self.applied,
+            durable_index: self.durable_last,
             snapshot_index: self.snapshot_index,
             addresses: self.addresses.clone(),
             log_write_requests: stats.requests.load(Ordering::Relaxed),

@@ -253,7 +253,7 @@ pub enum TaskCommand {
         /// Only tasks in this status: PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED.
         #[arg(long, value_name = "S")]
         status: Option<String>,
-        /// Most tasks to print [default: all].
+        /// Most tasks to print; 0 means no limit, as with etcdctl's --limit [default: all].
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
         #[command(flatten)]

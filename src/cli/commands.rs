@@ -149,12 +149,14 @@ pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliEr
     }
 }
 
-/// Every task (in pages), optionally of one status, at most `limit`.
+/// Every task (in pages), optionally of one status, at most `limit`; a limit of 0 is no
+/// limit (`--limit 0`, as etcdctl reads it), not an empty answer.
 pub async fn list_tasks(
     client: &Client,
     status: Option<TaskStatus>,
     limit: Option<u64>,
 ) -> Result<ListTasksResponse, CliError> {
+    let limit = limit.filter(|&l| l != 0);
     let mut all = ListTasksResponse::default();
     let mut token = String::new();
     loop {

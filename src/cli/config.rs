@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata, Provider};
 use serde::{Deserialize, Serialize};
 
 use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
@@ -35,9 +35,11 @@ pub enum ConfigError {
     /// `--config FILE` named a file that does not exist.
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
-    /// The file or environment had a value of the wrong type (figment names key and source).
+    /// The file or environment had a value of the wrong type, or the file was not TOML. The
+    /// message names the key as the user wrote it: `server.node_id in mlcp.toml`, or
+    /// `MLCP_SERVER_NODE_ID (server.node_id)` for the environment.
     #[error("configuration: {0}")]
-    Figment(#[from] Box<figment::Error>),
+    Invalid(String),
     /// An address key did not parse as `HOST:PORT` with a numeric IP.
     #[error("{key}: {value:?} is not an IP:PORT socket address")]
     BadAddress {
@@ -46,15 +48,31 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
-    /// One entry of `server.peers` was not `ID=HOST:PORT` with a positive integer id.
-    #[error("server.peers: entry {entry:?} is not ID=HOST:PORT with a positive integer ID")]
+    /// One entry of `server.peers` was not `ID=HOST:PORT` with a positive integer id and a
+    /// numeric port.
+    #[error("server.peers: entry {entry:?} is not ID=HOST:PORT: {why}")]
     BadPeer {
         /// The offending entry.
         entry: String,
+        /// What is wrong with it.
+        why: &'static str,
     },
+    /// `server.peers` had an empty entry (`a,,b` or a trailing comma).
+    #[error("server.peers: empty entry at position {0} (a doubled or trailing comma?)")]
+    EmptyPeer(usize),
     /// Two entries of `server.peers` used the same id.
     #[error("server.peers: id {0} appears twice")]
     DuplicatePeer(u64),
+    /// Two entries of `server.peers` used the same address.
+    #[error("server.peers: address {address:?} of id {id} is already the address of id {first}")]
+    DuplicatePeerAddress {
+        /// The address as written in the second entry.
+        address: String,
+        /// The id of the second entry.
+        id: u64,
+        /// The id that had the address first.
+        first: u64,
+    },
     /// `server.peers` lists other members but not this node.
     #[error("server.peers does not list this node's id {0}")]
     SelfNotInPeers(u64),
@@ -102,6 +120,16 @@ impl MapValue {
         match self {
             MapValue::Text(text) => split_list(text),
             MapValue::Table(table) => table.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+
+    /// Like [`MapValue::entries`] but keeps empty entries (`"a,,b"` has three), for lists
+    /// where one is a mistake to report rather than skip. A blank string has none.
+    fn entries_with_empty(&self) -> Vec<String> {
+        match self {
+            MapValue::Text(text) if text.trim().is_empty() => Vec::new(),
+            MapValue::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+            MapValue::Table(_) => self.entries(),
         }
     }
 }
@@ -256,14 +284,48 @@ fn layered<T: for<'de> Deserialize<'de>>(
     flags: impl Serialize,
 ) -> Result<T, ConfigError> {
     let prefix = format!("MLCP_{}_", section.to_ascii_uppercase());
+    let env = Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into());
+    let env_metadata = env.metadata();
     let figment = Figment::new()
         .merge(Serialized::default(section, defaults))
         .merge(file_layer(file)?)
-        .merge(Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into()))
+        .merge(env)
         .merge(Serialized::default(section, flags));
+    // Extracting the focused table (not `extract_inner`, which appends the section to the
+    // end of an error's path) leaves each error's path relative to the section.
     figment
-        .extract_inner::<T>(section)
-        .map_err(|e| ConfigError::Figment(Box::new(e)))
+        .focus(section)
+        .extract::<T>()
+        .map_err(|e| ConfigError::Invalid(describe(e, section, &prefix, &env_metadata)))
+}
+
+/// A figment error with each key named as the user wrote it. figment's own message names
+/// the key by its profile and path (`"default.node_id.server"` for a file value,
+/// `"NODE_ID.SERVER"` for the environment); this says `server.node_id in mlcp.toml` or
+/// `MLCP_SERVER_NODE_ID (server.node_id)`.
+fn describe(error: figment::Error, section: &str, env_prefix: &str, env: &Metadata) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let source = e.metadata.as_ref().and_then(|md| md.source.as_ref());
+            let from_env = e.metadata.as_ref() == Some(env);
+            let key = (!e.path.is_empty()).then(|| format!("{section}.{}", e.path.join(".")));
+            let place = match (key, from_env, source) {
+                (Some(key), true, _) => {
+                    format!(
+                        "{env_prefix}{} ({key})",
+                        e.path.join("_").to_ascii_uppercase()
+                    )
+                }
+                (Some(key), false, Some(source)) => format!("{key} in {source}"),
+                (Some(key), false, None) => key,
+                (None, _, Some(source)) => source.to_string(),
+                (None, _, None) => section.to_owned(),
+            };
+            format!("{place}: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -273,24 +335,67 @@ fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError
     })
 }
 
-/// Parses `ID=HOST:PORT` entries into the voter map of [`ServerOptions::peers`].
+/// Parses `ID=HOST:PORT` entries into the voter map of [`ServerOptions::peers`]. Refuses an
+/// empty entry, an id that is not a positive integer, an address without a numeric port in
+/// 1..=65535, and a repeated id or address: each is a typo that would otherwise surface only
+/// later, as a member that cannot be reached or a quorum counted wrong.
 pub fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
-    for entry in entries {
-        let bad = || ConfigError::BadPeer {
-            entry: entry.clone(),
-        };
-        let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
-        let id: u64 = id.trim().parse().map_err(|_| bad())?;
-        let addr = addr.trim();
-        if id == 0 || addr.is_empty() {
-            return Err(bad());
+    let mut ids_by_address: BTreeMap<String, u64> = BTreeMap::new();
+    for (position, entry) in entries.iter().enumerate() {
+        if entry.trim().is_empty() {
+            return Err(ConfigError::EmptyPeer(position + 1));
         }
+        let bad = |why| ConfigError::BadPeer {
+            entry: entry.clone(),
+            why,
+        };
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("no '=' between ID and address"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("the ID is not a positive integer"))?;
+        if id == 0 {
+            return Err(bad("the ID must be positive (0 means none)"));
+        }
+        let addr = addr.trim();
+        let authority = peer_authority(addr)
+            .ok_or_else(|| bad("the address is not HOST:PORT with a port in 1..=65535"))?;
         if peers.insert(id, addr.to_owned()).is_some() {
             return Err(ConfigError::DuplicatePeer(id));
         }
+        if let Some(first) = ids_by_address.insert(authority, id) {
+            return Err(ConfigError::DuplicatePeerAddress {
+                address: addr.to_owned(),
+                id,
+                first,
+            });
+        }
     }
     Ok(peers)
+}
+
+/// `host:port` of a peer address (`HOST:PORT`, `[IPV6]:PORT`, or either after `http://` or
+/// `https://`), the host lower-cased so that two spellings of one address compare equal;
+/// `None` unless the port is a number in 1..=65535 and the host is non-empty.
+fn peer_authority(addr: &str) -> Option<String> {
+    let rest = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':')?;
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || host.contains(['/', '@', ' ']) || (host.contains(':') && !bracketed) {
+        return None;
+    }
+    Some(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// Parses `KEY=VALUE` labels; later entries win.
@@ -323,7 +428,11 @@ pub fn server_options(
         return Err(ConfigError::Zero("server.snapshot_every_entries"));
     }
     let listen = socket_addr("server.listen", &raw.listen.into_string())?;
-    let peers = parse_peers(&raw.peers.map(|p| p.entries()).unwrap_or_default())?;
+    let peers = parse_peers(
+        &raw.peers
+            .map(|p| p.entries_with_empty())
+            .unwrap_or_default(),
+    )?;
     if !peers.is_empty() && !peers.contains_key(&raw.node_id) {
         return Err(ConfigError::SelfNotInPeers(raw.node_id));
     }
@@ -500,6 +609,94 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_refuse_empty_entries_bad_ports_zero_ids_and_duplicates() {
+        Jail::expect_with(|jail| {
+            let cases = [
+                ("1=a:1,,2=b:2", "empty entry"),
+                ("1=a:1,2=b:2,", "empty entry"),
+                ("1=a:1,2=b:x", "\"2=b:x\""),
+                ("1=a:1,2=b", "\"2=b\""),
+                ("1=a:1,2=b:70000", "\"2=b:70000\""),
+                ("1=a:1,2=:5", "\"2=:5\""),
+                ("0=a:1,1=b:2", "\"0=a:1\""),
+                ("1=a:1,1=b:2", "id 1"),
+                ("1=a:1,2=a:1", "a:1"),
+                ("1=a:1,2=http://A:1", "http://A:1"),
+            ];
+            for (peers, needle) in cases {
+                let flags = ServerArgs {
+                    peers: Some(peers.into()),
+                    ..ServerArgs::default()
+                };
+                let err = match server_options(None, &flags) {
+                    Ok(opts) => panic!("{peers:?} accepted as {:?}", opts.peers),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    err.contains("server.peers") && err.contains(needle),
+                    "{peers:?}: {err:?} does not name server.peers and {needle:?}"
+                );
+            }
+            // The same checks hold for a TOML table.
+            jail.create_file("mlcp.toml", "[server.peers]\n1 = \"a:1\"\n2 = \"b:port\"\n")?;
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("\"2=b:port\""), "{err}");
+
+            // Well-formed lists still pass: host names, IPv6, a scheme, spaces after commas.
+            let flags = ServerArgs {
+                peers: Some("1=a.example:50051, 2=[::1]:50052,3=http://c:50053".into()),
+                ..ServerArgs::default()
+            };
+            let opts = server_options(None, &flags).map_err(jail_err)?;
+            assert_eq!(opts.peers.len(), 3);
+            assert_eq!(opts.peers[&2], "[::1]:50052");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_key_as_the_user_wrote_it() {
+        Jail::expect_with(|jail| {
+            jail.create_file("mlcp.toml", "[server]\nnode_id = \"two\"\n")?;
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("server.node_id") && err.contains("mlcp.toml"),
+                "names the TOML key and the file: {err}"
+            );
+            assert!(!err.contains("default."), "no figment profile: {err}");
+
+            jail.create_file("mlcp.toml", "[agent]\nslots = -1\n")?;
+            let err = agent_options(None, &AgentArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("agent.slots"), "{err}");
+
+            jail.create_file("mlcp.toml", "")?;
+            jail.set_env("MLCP_SERVER_TICK_MS", "fast");
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("MLCP_SERVER_TICK_MS") && err.contains("server.tick_ms"),
+                "names the variable and its key: {err}"
+            );
+            assert!(!err.contains("TICK_MS.SERVER"), "{err}");
+
+            jail.set_env("MLCP_SERVER_TICK_MS", "50");
+            jail.set_env("MLCP_CLIENT_TIMEOUT_MS", "soon");
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("MLCP_CLIENT_TIMEOUT_MS"), "{err}");
             Ok(())
         });
     }

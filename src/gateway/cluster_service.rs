@@ -28,7 +28,7 @@ use crate::proto::{
     PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse, Suffrage,
     TakeSnapshotRequest, TakeSnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
-use crate::raft::{Membership, NodeId, Role};
+use crate::raft::{LogIndex, Membership, NodeId, Role};
 
 /// Longest drain wait, in ms.
 pub const DRAIN_DEADLINE_MS_MAX: u64 = 3_600_000;
@@ -59,6 +59,9 @@ fn role_of(r: Role) -> MemberRole {
     }
 }
 
+/// The member table. `peers` (the leader's progress of the others) gives each other
+/// member's match index; this controller's own row shows `self_durable`, the last index
+/// durable in its own log, since `peers` never lists itself and 0 reads as "unknown".
 fn members_of(
     membership: &Membership,
     addresses: &BTreeMap<NodeId, String>,
@@ -66,6 +69,7 @@ fn members_of(
     self_role: Role,
     leader: Option<NodeId>,
     peers: &BTreeMap<NodeId, crate::raft::PeerStatus>,
+    self_durable: LogIndex,
 ) -> Vec<Member> {
     membership
         .members()
@@ -89,7 +93,11 @@ fn members_of(
                 address: addresses.get(&id).cloned().unwrap_or_default(),
                 role: role as i32,
                 suffrage: suffrage as i32,
-                match_index: peers.get(&id).map(|p| p.match_index.get()).unwrap_or(0),
+                match_index: if id == self_id {
+                    self_durable.get()
+                } else {
+                    peers.get(&id).map(|p| p.match_index.get()).unwrap_or(0)
+                },
             }
         })
         .collect()
@@ -126,6 +134,7 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
             st.soft.role,
             st.soft.leader,
             &st.peers,
+            raft.durable_index,
         ),
         leader_id: st.soft.leader.map(|l| l.get()).unwrap_or(0),
         leader_address: raft.leader_address.clone().unwrap_or_default(),
@@ -178,6 +187,46 @@ fn member_id(field: &str, id: u64) -> Result<NodeId, Status> {
         )));
     }
     Ok(NodeId(id))
+}
+
+/// The voter a `TransferLeader` for `target_id` may go to (`None`: the raft actor picks the
+/// most up-to-date other voter), or why not in the caller's terms: an id that is not a
+/// member is INVALID_ARGUMENT, a learner or "any other voter" with none is
+/// FAILED_PRECONDITION; each names the id and lists the voters. These are answers about the
+/// request, not about availability: UNAVAILABLE would send clients retrying at other members.
+/// The current leader (`self_id`) passes: the transfer is a no-op.
+fn transfer_target(
+    membership: &Membership,
+    self_id: NodeId,
+    target_id: u64,
+) -> Result<Option<NodeId>, Status> {
+    let voters = membership
+        .voters
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if target_id == 0 {
+        return if membership.voters.iter().any(|v| *v != self_id) {
+            Ok(None)
+        } else {
+            Err(Status::failed_precondition(format!(
+                "target_id: 0 asks for another voter but there is none (voters: {voters})"
+            )))
+        };
+    }
+    let target = NodeId(target_id);
+    if membership.learners.contains(&target) {
+        return Err(Status::failed_precondition(format!(
+            "target_id: {target} is a learner, not a voter; promote it first (voters: {voters})"
+        )));
+    }
+    if !membership.voters.contains(&target) {
+        return Err(Status::invalid_argument(format!(
+            "target_id: {target} is not a member of the cluster (voters: {voters})"
+        )));
+    }
+    Ok(Some(target))
 }
 
 impl ClusterSvc {
@@ -257,7 +306,13 @@ impl ClusterService for ClusterSvc {
                 .await;
         }
         let TransferLeaderRequest { target_id } = req.into_inner();
-        let to = (target_id != 0).then_some(NodeId(target_id));
+        let raft = self
+            .ctx
+            .raft
+            .send(GetRaftStatus)
+            .await
+            .map_err(|e| self.ctx.mailbox_status(e))?;
+        let to = transfer_target(&raft.status.membership, raft.status.id, target_id)?;
         let target = self
             .ctx
             .raft
@@ -416,5 +471,36 @@ impl ClusterService for ClusterSvc {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_target_must_be_a_voter() {
+        let mut m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        m.learners.insert(NodeId(4));
+        let me = NodeId(1);
+        assert_eq!(transfer_target(&m, me, 2).unwrap(), Some(NodeId(2)));
+        assert_eq!(
+            transfer_target(&m, me, 1).unwrap(),
+            Some(NodeId(1)),
+            "self: no-op"
+        );
+        assert_eq!(transfer_target(&m, me, 0).unwrap(), None, "the actor picks");
+
+        let e = transfer_target(&m, me, 9).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("9") && e.message().contains("voters: 1, 2, 3"));
+        let e = transfer_target(&m, me, 4).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("4 is a learner"), "{}", e.message());
+
+        let alone = Membership::with_voters([me]);
+        let e = transfer_target(&alone, me, 0).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("voters: 1"), "{}", e.message());
     }
 }
