@@ -142,7 +142,9 @@ pub struct Rpc {
 pub struct Weakened {
     /// Do not answer parked long polls with a redirect when leadership moves (S11).
     pub keep_polls_on_step_down: bool,
-    /// Serve PollTask from local state without a ReadIndex (S6).
+    /// Serve agents' reads from any controller's local state without a ReadIndex (S6): polls
+    /// are answered from the local manifest, and a follower answers heartbeats itself (so a
+    /// restarting agent believes it registered and polls that follower).
     pub poll_without_read_index: bool,
 }
 
@@ -645,8 +647,23 @@ impl World {
         if !c.is_up() {
             return Ok(());
         }
-        let local_poll =
-            self.options.weakened.poll_without_read_index && matches!(rpc.body, Body::Poll { .. });
+        let weakened = self.options.weakened.poll_without_read_index;
+        if weakened && c.leading.is_none() {
+            if let Body::Heartbeat {
+                registration,
+                running,
+                ..
+            } = &rpc.body
+            {
+                let body = Body::HeartbeatReply {
+                    interval_ms: self.options.liveness.heartbeat_interval_min_ms,
+                    abort: c.manifest.attempts_to_abort(&registration.node_id, running),
+                };
+                self.reply(&rpc, body);
+                return Ok(());
+            }
+        }
+        let local_poll = weakened && matches!(rpc.body, Body::Poll { .. });
         if c.leading.is_none() && !local_poll {
             let hint = c.hint();
             self.reply(&rpc, Body::NotLeader { hint });
