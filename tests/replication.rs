@@ -468,7 +468,7 @@ async fn membership_changes_are_validated() {
         .await
         .unwrap();
     assert!(
-        matches!(no_addr, Err(ProposeFailure::Refused(_))),
+        matches!(no_addr, Err(ProposeFailure::Rejected(_))),
         "{no_addr:?}"
     );
     let dup = raft
@@ -480,7 +480,7 @@ async fn membership_changes_are_validated() {
         })
         .await
         .unwrap();
-    assert!(matches!(dup, Err(ProposeFailure::Refused(_))), "{dup:?}");
+    assert!(matches!(dup, Err(ProposeFailure::Rejected(_))), "{dup:?}");
 }
 
 /// A follower stopped while the others go on and compact their logs restarts from its redb

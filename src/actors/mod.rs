@@ -69,9 +69,14 @@ pub enum ProposeFailure {
     /// Callers retry with the same idempotency key / session sequence number.
     #[error("leadership lost before the outcome was known")]
     Unknown,
-    /// The proposal was refused (back-pressure, conf change pending, ...).
+    /// The proposal was refused for now (back-pressure, conf change pending, ...): retrying
+    /// later may succeed.
     #[error("proposal refused: {0}")]
     Refused(String),
+    /// The request can never succeed in the cluster's current state (e.g. promoting a node
+    /// that is not a learner, adding an existing member): retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
     /// The controller is shutting down.
     #[error("controller shutting down")]
     Shutdown,

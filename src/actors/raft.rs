@@ -1162,13 +1162,13 @@ impl Handler<ChangeMembership> for RaftActor {
         };
         // Refuse an invalid change before anything (such as an address record) is proposed.
         if let Err(err) = status.membership.apply(&change) {
-            let _ = tx.send(Err(ProposeFailure::Refused(err.to_string())));
+            let _ = tx.send(Err(ProposeFailure::Rejected(err.to_string())));
             return reply(rx);
         }
         let change = match msg.change {
             MemberChange::AddLearner { id, address } => {
                 if address.is_empty() {
-                    let _ = tx.send(Err(ProposeFailure::Refused(format!(
+                    let _ = tx.send(Err(ProposeFailure::Rejected(format!(
                         "member {id} needs a gRPC address"
                     ))));
                     return Box::pin(

@@ -71,6 +71,7 @@ impl Ctx {
             ProposeFailure::Refused(why) => {
                 self.router.unavailable(&format!("proposal refused: {why}; retry shortly"))
             }
+            ProposeFailure::Rejected(why) => Status::failed_precondition(why.clone()),
             ProposeFailure::Shutdown => self.router.unavailable("controller is shutting down"),
         }
     }
