@@ -266,12 +266,13 @@ fn s07_max_attempts_one_never_runs_twice() {
 }
 
 /// S8: agents' clocks jump by an hour both ways and the leader's wall clock steps; nobody
-/// is declared lost early and no running task is requeued.
+/// alive is declared lost and no running task is requeued — and an agent that really dies is
+/// still declared lost (liveness is the leader's monotonic clock, not anybody's wall clock).
 #[test]
 fn s08_clock_steps_do_not_affect_liveness() {
-    let mut w = started(steady(3));
+    let mut w = started(steady(4));
     let id = w.submit_direct("s8", 3).unwrap();
-    until_running(&mut w, &id);
+    let runner = until_running(&mut w, &id);
     w.agent(0).clock_offset_ms = 3_600_000;
     w.agent(1).clock_offset_ms = -3_600_000;
     w.agent(2).clock_offset_ms = 86_400_000;
@@ -280,8 +281,19 @@ fn s08_clock_steps_do_not_affect_liveness() {
         .get_mut(&mlcp::raft::NodeId(leader))
         .unwrap()
         .wall_offset_ms = 3_600_000;
+    // One agent that does not hold the task dies for good.
+    let dead = (0..4).find(|&a| a != runner).unwrap();
+    w.agent(dead).crash(u64::MAX);
     w.run(600).unwrap();
-    assert_eq!(w.checker.nodes_declared_lost, 0);
+    let lost: Vec<String> = w
+        .manifest()
+        .all_nodes()
+        .into_iter()
+        .filter(|n| n.status == NodeStatus::Unhealthy as i32)
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(lost, vec![format!("a{dead}")], "only the dead agent is lost");
+    assert_eq!(w.checker.nodes_declared_lost, 1);
     assert_eq!(attempt(&w, &id), 1);
     assert_eq!(status(&w, &id), TaskStatus::Completed);
 }
