@@ -878,6 +878,80 @@ fn cancel_watch_and_drain() {
     server.join().expect("clean shutdown");
 }
 
+/// A cleanly stopping agent's last heartbeat (`leaving`) marks its node UNHEALTHY at once and
+/// requeues what was placed on it, so nothing new goes to a stopped agent; its next ordinary
+/// heartbeat registers it again.
+#[test]
+fn a_leaving_heartbeat_takes_the_node_out_at_once_and_a_new_one_brings_it_back() {
+    with_one_controller(|mut c| async move {
+        wait_for_leader(&mut c).await;
+        let status_of = |c: &mut Clients| {
+            let mut cluster = c.cluster.clone();
+            async move {
+                let nodes = cluster
+                    .list_nodes(ListNodesRequest { status: 0 })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .nodes;
+                nodes
+                    .iter()
+                    .find(|n| n.node_id == "leaver")
+                    .map(|n| n.status)
+            }
+        };
+        c.nodes
+            .heartbeat(heartbeat("leaver", vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            status_of(&mut c).await,
+            Some(mlcp::proto::NodeStatus::Healthy as i32)
+        );
+        // A task lands on it but the agent stops before polling.
+        let id = c
+            .tasks
+            .submit_task(submit(r#"{"x":1}"#))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap()
+            .task_id;
+        let start = Instant::now();
+        while get(&mut c, &id).await.status != TaskStatus::Assigned as i32 {
+            assert!(start.elapsed() < DEADLINE, "never assigned");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let leaving = HeartbeatRequest {
+            leaving: true,
+            ..heartbeat("leaver", vec![])
+        };
+        c.nodes.heartbeat(leaving).await.unwrap();
+        // Committed before the answer: no waiting for the stale timeout (10 s).
+        assert_eq!(
+            status_of(&mut c).await,
+            Some(mlcp::proto::NodeStatus::Unhealthy as i32)
+        );
+        let t = get(&mut c, &id).await;
+        assert_eq!(t.status, TaskStatus::Pending as i32, "{t:?}");
+        assert_eq!(
+            t.backoff_ms, 0,
+            "infrastructure loss skips the retry backoff"
+        );
+        // Back again: registered and healthy, and the task comes to it.
+        c.nodes
+            .heartbeat(heartbeat("leaver", vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            status_of(&mut c).await,
+            Some(mlcp::proto::NodeStatus::Healthy as i32)
+        );
+        assert_eq!(poll_for(&mut c, "leaver", &id).await, 2);
+    });
+}
+
 /// Runs `body` against one fresh single-member controller, then shuts it down cleanly.
 fn with_one_controller<F: std::future::Future<Output = ()>>(body: impl FnOnce(Clients) -> F) {
     let dir = tempfile::tempdir().unwrap();

@@ -1127,6 +1127,11 @@ pub struct HeartbeatRequest {
     /// Attempts the agent is running now.
     #[prost(message, repeated, tag = "10")]
     pub running: ::prost::alloc::vec::Vec<RunningAttempt>,
+    /// The agent is shutting down cleanly (its last heartbeat): the leader declares the node
+    /// UNHEALTHY now, requeueing anything still placed on it, instead of after the stale
+    /// timeout. The next heartbeat without it registers the node again.
+    #[prost(bool, tag = "11")]
+    pub leaving: bool,
 }
 #[derive(serde::Serialize, serde::Deserialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -292,7 +292,11 @@ fn s08_clock_steps_do_not_affect_liveness() {
         .filter(|n| n.status == NodeStatus::Unhealthy as i32)
         .map(|n| n.node_id)
         .collect();
-    assert_eq!(lost, vec![format!("a{dead}")], "only the dead agent is lost");
+    assert_eq!(
+        lost,
+        vec![format!("a{dead}")],
+        "only the dead agent is lost"
+    );
     assert_eq!(w.checker.nodes_declared_lost, 1);
     assert_eq!(attempt(&w, &id), 1);
     assert_eq!(status(&w, &id), TaskStatus::Completed);

@@ -94,6 +94,8 @@ pub struct Heartbeat {
     pub agent_time_ms: i64,
     /// Attempts the agent runs now.
     pub running: Vec<RunningAttempt>,
+    /// The agent is shutting down cleanly (its last heartbeat).
+    pub leaving: bool,
 }
 
 /// Live (not replicated) figures of one node.
@@ -248,6 +250,7 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
             cpu_usage: msg.cpu_usage,
             memory_usage: msg.memory_usage,
             agent_time_ms: msg.agent_time_ms,
+            leaving: msg.leaving,
         };
         let registration = msg.registration;
         let manifest = self.manifest.clone();
@@ -268,7 +271,12 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
                     }
                 });
             }
-            if decision.register {
+            if decision.declare_lost {
+                tracing::info!(node = %node_id, "node is leaving; declaring it unhealthy now");
+                proposer
+                    .propose(term, Kind::NodeLost(NodeLost { node_id }))
+                    .await?;
+            } else if decision.register {
                 proposer
                     .propose(term, Kind::RegisterNode(registration))
                     .await?;

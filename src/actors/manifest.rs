@@ -137,6 +137,8 @@ pub struct CheckHeartbeat {
     pub memory_usage: f64,
     /// The agent's clock (unix ms), display only.
     pub agent_time_ms: i64,
+    /// The agent is shutting down cleanly (its last heartbeat).
+    pub leaving: bool,
 }
 
 /// Applied index and task counts.
@@ -439,6 +441,7 @@ impl Handler<CheckHeartbeat> for ManifestActor {
             cpu_usage: msg.cpu_usage,
             memory_usage: msg.memory_usage,
             agent_time_ms: msg.agent_time_ms,
+            leaving: msg.leaving,
         };
         let decision = msg
             .liveness

@@ -20,7 +20,8 @@
 //! Shutdown: polling stops at once; running attempts get `shutdown_grace` to finish and
 //! report; then they are cancelled and reported as retryable failures ("agent shutting
 //! down") so the leader requeues them; heartbeats continue until the end so the leader does
-//! not declare the node lost meanwhile.
+//! not declare the node lost meanwhile. A last heartbeat with `leaving` set then tells the
+//! leader to mark the node UNHEALTHY at once, so nothing new is placed on a stopped agent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,9 @@ pub const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 const POLL_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 /// Bound on one unary call (heartbeat, ack, report); a long poll gets its wait on top.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the agent waits, at shutdown, for a controller to take its leaving heartbeat.
+pub const LEAVING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// After the shutdown grace ran out and attempts were cancelled, how long their reports may
 /// still be retried before the agent exits anyway.
 pub const SHUTDOWN_REPORT_WINDOW: Duration = Duration::from_secs(10);
@@ -149,6 +153,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
         _ = shutdown.cancelled() => None,
         outcome = registered_rx => outcome.ok(),
     };
+    let registered = matches!(registration, Some(Ok(())));
     let result = match registration {
         Some(Err(e)) => Err(e),
         Some(Ok(())) => {
@@ -160,6 +165,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
     };
     heartbeats_stop.cancel();
     let _ = heartbeats.await;
+    if registered {
+        say_leaving(&agent).await;
+    }
     tracing::info!(node_id = %agent.opts.node_id, "agent stopped");
     result
 }
@@ -288,6 +296,55 @@ impl Agent {
     }
 }
 
+/// The heartbeat the agent sends now (not leaving).
+fn heartbeat_request(
+    agent: &Agent,
+    capacity: NodeCapacity,
+    cpu_usage: f64,
+    memory_usage: f64,
+) -> HeartbeatRequest {
+    HeartbeatRequest {
+        node_id: agent.opts.node_id.clone(),
+        address: agent.opts.address.clone(),
+        cloud_provider: agent.opts.cloud_provider.clone(),
+        region: agent.opts.region.clone(),
+        capacity: Some(capacity),
+        labels: agent.opts.labels.clone(),
+        cpu_usage,
+        memory_usage,
+        agent_time: unix_ms_now(),
+        running: agent.running_list(),
+        leaving: false,
+    }
+}
+
+/// After a clean shutdown (running attempts finished and reported, or cancelled): one last
+/// heartbeat with `leaving` set, so the leader stops placing work here now rather than after
+/// the stale timeout. Best effort, bounded by [`LEAVING_TIMEOUT`]; if it is lost the node is
+/// declared lost the usual way.
+async fn say_leaving(agent: &Agent) {
+    let usage = Usage::new();
+    let capacity = usage.capacity(agent.opts.slots);
+    let request = HeartbeatRequest {
+        leaving: true,
+        ..heartbeat_request(agent, capacity, 0.0, 0.0)
+    };
+    let stop = CancellationToken::new();
+    let call = agent
+        .controllers
+        .call("Heartbeat", &stop, RPC_TIMEOUT, |mut client| {
+            let request = request.clone();
+            async move { client.heartbeat(request).await }
+        });
+    match tokio::time::timeout(LEAVING_TIMEOUT, call).await {
+        Ok(Ok(_)) => tracing::info!("told the controllers this node is leaving"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = ?e, "could not tell the controllers this node is leaving")
+        }
+        Err(_) => tracing::warn!("no controller answered the leaving heartbeat in time"),
+    }
+}
+
 async fn heartbeat_loop(
     agent: Arc<Agent>,
     stop: CancellationToken,
@@ -299,18 +356,7 @@ async fn heartbeat_loop(
     let mut registered = Some(registered);
     loop {
         let (cpu_usage, memory_usage) = usage.sample();
-        let request = HeartbeatRequest {
-            node_id: agent.opts.node_id.clone(),
-            address: agent.opts.address.clone(),
-            cloud_provider: agent.opts.cloud_provider.clone(),
-            region: agent.opts.region.clone(),
-            capacity: Some(capacity),
-            labels: agent.opts.labels.clone(),
-            cpu_usage,
-            memory_usage,
-            agent_time: unix_ms_now(),
-            running: agent.running_list(),
-        };
+        let request = heartbeat_request(&agent, capacity, cpu_usage, memory_usage);
         let outcome = agent
             .controllers
             .call("Heartbeat", &stop, RPC_TIMEOUT, |mut client| {

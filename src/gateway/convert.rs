@@ -217,6 +217,8 @@ pub struct ValidHeartbeat {
     pub agent_time_ms: i64,
     /// Attempts the agent runs now, `(task_id, attempt)`.
     pub running: Vec<proto::RunningAttempt>,
+    /// The agent is shutting down cleanly (its last heartbeat).
+    pub leaving: bool,
 }
 
 impl TryFrom<proto::HeartbeatRequest> for ValidHeartbeat {
@@ -235,6 +237,7 @@ impl TryFrom<proto::HeartbeatRequest> for ValidHeartbeat {
             memory_usage,
             agent_time,
             running,
+            leaving,
         } = req;
         for (i, r) in running.iter().enumerate() {
             validate_attempt(&format!("running[{i}].attempt"), r.attempt)?;
@@ -252,6 +255,7 @@ impl TryFrom<proto::HeartbeatRequest> for ValidHeartbeat {
             memory_usage,
             agent_time_ms: agent_time,
             running,
+            leaving,
         })
     }
 }

@@ -64,6 +64,7 @@ impl NodeService for NodeSvc {
                 memory_usage: hb.memory_usage,
                 agent_time_ms: hb.agent_time_ms,
                 running: hb.running,
+                leaving: hb.leaving,
             })
             .await
             .map_err(|e| self.ctx.mailbox_status(e))?

@@ -135,6 +135,8 @@ pub struct HeartbeatIn<'a> {
     pub memory_usage: f64,
     /// The agent's own clock (unix ms); shown, never used for liveness (S8).
     pub agent_time_ms: i64,
+    /// The agent is shutting down cleanly: this is its last heartbeat.
+    pub leaving: bool,
 }
 
 /// What the leader does about one heartbeat ([`Liveness::heartbeat`]).
@@ -149,6 +151,10 @@ pub struct HeartbeatDecision {
     /// The registration differs from the committed one (or the node is not up): propose a
     /// `RegisterNode`. Steady heartbeats write nothing (issue 4 §4, §7).
     pub register: bool,
+    /// The agent is leaving and its node is up: propose a `NodeLost` now (requeueing
+    /// anything still placed on it) rather than wait for the stale timeout. Takes the place
+    /// of `register`.
+    pub declare_lost: bool,
     /// RUNNING attempts the agent has not reported for `orphan_after_ms`: propose a
     /// `RequeueTasks` with reason ORPHANED.
     pub orphaned: Vec<AttemptRef>,
@@ -266,10 +272,14 @@ impl Liveness {
             hb.agent_time_ms,
         );
         let orphaned = manifest.orphaned_attempts(node_id, hb.running);
+        let up = manifest
+            .get_node(node_id)
+            .is_some_and(|n| matches!(node_status(&n), NodeStatus::Healthy | NodeStatus::Draining));
         HeartbeatDecision {
             interval_ms: self.heartbeat_interval_ms(manifest.node_count()),
             abort: manifest.attempts_to_abort(node_id, hb.running),
-            register: manifest.registration_changes(hb.registration),
+            register: !hb.leaving && manifest.registration_changes(hb.registration),
+            declare_lost: hb.leaving && up,
             orphaned: self.note_missing(node_id, orphaned, now_ms),
         }
     }

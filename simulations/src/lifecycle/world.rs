@@ -777,6 +777,7 @@ impl World {
             cpu_usage: 0.0,
             memory_usage: 0.0,
             agent_time_ms,
+            leaving: false,
         };
         // The production monitor's decision, from the same pure core.
         let decision = c.liveness.heartbeat(&c.manifest, hb, now, wall);
@@ -789,6 +790,7 @@ impl World {
             interval_ms,
             abort,
             register,
+            declare_lost: _,
             orphaned,
         } = decision;
         if !orphaned.is_empty() {

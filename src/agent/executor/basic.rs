@@ -12,14 +12,26 @@ pub const SLEEP_MS_MAX: u64 = 86_400_000;
 /// How often a sleeping attempt looks at its cancel flag, in ms.
 const SLEEP_CANCEL_CHECK_MS: u64 = 5;
 
-/// `sleep` `{ms}` → `{slept_ms}`: waits `ms` milliseconds (0..=[`SLEEP_MS_MAX`]), checking
-/// its cancel flag every few milliseconds.
+/// `sleep` `{ms, fail?}` → `{slept_ms}`: waits `ms` milliseconds (0..=[`SLEEP_MS_MAX`]),
+/// checking its cancel flag every few milliseconds. With `"fail": "transient"` the attempt
+/// then fails with a retryable error, so retries and backoff can be tried out without a
+/// flaky workload (`{"ms": 100, "fail": "transient"}`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SleepExecutor;
 
 impl Executor for SleepExecutor {
     fn run(&self, task_data: &Value, cancel: &CancelFlag) -> Result<Value, ExecError> {
         let ms = u64_field(task_data, "ms", 0..=SLEEP_MS_MAX)?;
+        let fail = match task_data.get("fail") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "transient" => true,
+            Some(other) => {
+                return Err(ExecError::invalid(
+                    "fail",
+                    format!("must be \"transient\" or absent, got {other}"),
+                ));
+            }
+        };
         let started = Instant::now();
         let deadline = started + Duration::from_millis(ms);
         loop {
@@ -32,6 +44,12 @@ impl Executor for SleepExecutor {
             }
             let step = (deadline - now).min(Duration::from_millis(SLEEP_CANCEL_CHECK_MS));
             std::thread::sleep(step);
+        }
+        if fail {
+            return Err(ExecError::Transient(format!(
+                "failed as asked (\"fail\": \"transient\") after {} ms",
+                started.elapsed().as_millis()
+            )));
         }
         Ok(json!({ "slept_ms": started.elapsed().as_millis() as u64 }))
     }
@@ -56,6 +74,19 @@ mod tests {
     fn echo_returns_its_input() {
         let input = json!({"a": [1, 2, {"b": null}], "s": "x"});
         assert_eq!(EchoExecutor.run(&input, &CancelFlag::new()).unwrap(), input);
+    }
+
+    #[test]
+    fn sleep_can_fail_retryably_on_request_and_names_a_bad_fail_value() {
+        let err = SleepExecutor
+            .run(&json!({"ms": 0, "fail": "transient"}), &CancelFlag::new())
+            .unwrap_err();
+        assert!(err.retryable(), "{err}");
+        let err = SleepExecutor
+            .run(&json!({"ms": 0, "fail": "always"}), &CancelFlag::new())
+            .unwrap_err();
+        assert!(!err.retryable());
+        assert!(err.to_string().contains("fail"), "{err}");
     }
 
     #[test]
