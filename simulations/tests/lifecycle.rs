@@ -400,6 +400,10 @@ fn s11_long_polls_redirected_on_leader_change() {
         .unwrap();
     w.transfer_leader(to);
     assert!(w.run_until(200, |w| w.leader() == Some(to)).unwrap());
+    // The old leader is then cut off from the other controllers (agents still reach it), so
+    // a poll left parked there would never see the new assignment and would sit out its
+    // whole wait (2,000 ticks).
+    w.isolate_controller(old);
     let id = w.submit_direct("s11", 3).unwrap();
     let start = w.now;
     let id2 = id.clone();

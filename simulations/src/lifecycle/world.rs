@@ -648,20 +648,20 @@ impl World {
             return Ok(());
         }
         let weakened = self.options.weakened.poll_without_read_index;
-        if weakened && c.leading.is_none() {
-            if let Body::Heartbeat {
+        if weakened
+            && c.leading.is_none()
+            && let Body::Heartbeat {
                 registration,
                 running,
                 ..
             } = &rpc.body
-            {
-                let body = Body::HeartbeatReply {
-                    interval_ms: self.options.liveness.heartbeat_interval_min_ms,
-                    abort: c.manifest.attempts_to_abort(&registration.node_id, running),
-                };
-                self.reply(&rpc, body);
-                return Ok(());
-            }
+        {
+            let body = Body::HeartbeatReply {
+                interval_ms: self.options.liveness.heartbeat_interval_min_ms,
+                abort: c.manifest.attempts_to_abort(&registration.node_id, running),
+            };
+            self.reply(&rpc, body);
+            return Ok(());
         }
         let local_poll = weakened && matches!(rpc.body, Body::Poll { .. });
         if c.leading.is_none() && !local_poll {
