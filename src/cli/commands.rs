@@ -26,6 +26,9 @@ use crate::proto::{
 
 /// How often `task submit --wait` polls the task.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest `task submit --wait` reads a task it just submitted as "not visible yet" when
+/// the read answers NOT_FOUND (a linearizable read should see it at once).
+const NOT_VISIBLE_GRACE: Duration = Duration::from_secs(30);
 /// Largest page asked of ListTasks (the server caps pages at 1000).
 const LIST_PAGE_SIZE_MAX: u32 = 1000;
 
@@ -290,14 +293,36 @@ async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliErro
 }
 
 /// Polls a task until it is terminal (or `within` passes).
+///
+/// Every read is linearizable (`consistent`, through the leader): the task was just
+/// submitted, and a member's own applied state may not have it yet. A NOT_FOUND before the
+/// task was first seen still means "not visible yet" (the read landed before the submission
+/// applied there), not "no such task"; it is retried until the wait's deadline, at most
+/// [`NOT_VISIBLE_GRACE`], and then reported.
 pub async fn wait_for_terminal(
     client: &Client,
     task_id: &str,
     within: Option<Duration>,
 ) -> Result<Task, CliError> {
-    let deadline = within.map(|w| tokio::time::Instant::now() + w);
+    let started = tokio::time::Instant::now();
+    let deadline = within.map(|w| started + w);
+    let invisible_until = deadline.map_or(started + NOT_VISIBLE_GRACE, |d| {
+        d.min(started + NOT_VISIBLE_GRACE)
+    });
+    let mut seen = false;
     loop {
-        let task = get_task(client, task_id, false).await?;
+        let task = match get_task(client, task_id, true).await {
+            Ok(task) => task,
+            Err(CliError::Status {
+                code: tonic::Code::NotFound,
+                ..
+            }) if !seen && tokio::time::Instant::now() < invisible_until => {
+                tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        seen = true;
         if is_terminal(task.status) {
             return Ok(task);
         }
@@ -687,4 +712,138 @@ pub fn render_cluster_status(s: &GetClusterStatusResponse) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::proto::task_service_server::{TaskService, TaskServiceServer};
+    use crate::proto::{
+        CancelTaskResponse, GetTaskResponse, SubmitTaskResponse, WatchTaskRequest,
+        WatchTaskResponse,
+    };
+
+    /// A member that lags: its own applied state (a non-consistent read) does not have the
+    /// task, and even a consistent read misses it the first `invisible_reads` times (the
+    /// submission committed, not yet visible where the read lands).
+    #[derive(Clone)]
+    struct LaggingMember {
+        invisible_reads: u32,
+        consistent_reads: Arc<AtomicU32>,
+    }
+
+    type WatchStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchTaskResponse, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl TaskService for LaggingMember {
+        async fn submit_task(
+            &self,
+            _: Request<SubmitTaskRequest>,
+        ) -> Result<Response<SubmitTaskResponse>, Status> {
+            Err(Status::unimplemented("submit"))
+        }
+
+        async fn get_task(
+            &self,
+            req: Request<GetTaskRequest>,
+        ) -> Result<Response<GetTaskResponse>, Status> {
+            let req = req.into_inner();
+            let missing = || Status::not_found(format!("task {} not found", req.task_id));
+            if !req.consistent {
+                return Err(missing());
+            }
+            if self.consistent_reads.fetch_add(1, Ordering::SeqCst) < self.invisible_reads {
+                return Err(missing());
+            }
+            Ok(Response::new(GetTaskResponse {
+                task: Some(Task {
+                    task_id: req.task_id,
+                    status: TaskStatus::Completed as i32,
+                    ..Task::default()
+                }),
+            }))
+        }
+
+        async fn list_tasks(
+            &self,
+            _: Request<ListTasksRequest>,
+        ) -> Result<Response<ListTasksResponse>, Status> {
+            Err(Status::unimplemented("list"))
+        }
+
+        async fn cancel_task(
+            &self,
+            _: Request<CancelTaskRequest>,
+        ) -> Result<Response<CancelTaskResponse>, Status> {
+            Err(Status::unimplemented("cancel"))
+        }
+
+        type WatchTaskStream = WatchStream;
+
+        async fn watch_task(
+            &self,
+            _: Request<WatchTaskRequest>,
+        ) -> Result<Response<Self::WatchTaskStream>, Status> {
+            Err(Status::unimplemented("watch"))
+        }
+    }
+
+    /// Serves `member` on a loopback port for the rest of the test; returns a client of it.
+    async fn serve(member: LaggingMember) -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TaskServiceServer::new(member))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        Client::new(vec![addr.to_string()], Duration::from_secs(5))
+    }
+
+    const TASK_ID: &str = "01890000-0000-7000-8000-000000000001";
+
+    #[tokio::test]
+    async fn wait_reads_consistently_and_rides_out_a_task_not_yet_visible() {
+        let member = LaggingMember {
+            invisible_reads: 2,
+            consistent_reads: Arc::default(),
+        };
+        let reads = member.consistent_reads.clone();
+        let client = serve(member).await;
+        let done = tokio::time::timeout(
+            Duration::from_secs(20),
+            wait_for_terminal(&client, TASK_ID, Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("the wait ends")
+        .expect("a task not visible yet is waited for, not reported missing");
+        assert_eq!(done.status, TaskStatus::Completed as i32);
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "every read was consistent");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_shows_up_fails_the_wait_at_its_deadline() {
+        let client = serve(LaggingMember {
+            invisible_reads: u32::MAX,
+            consistent_reads: Arc::default(),
+        })
+        .await;
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            wait_for_terminal(&client, TASK_ID, Some(Duration::from_millis(600))),
+        )
+        .await
+        .expect("the wait ends at its deadline")
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not found") && err.contains(TASK_ID), "{err}");
+    }
 }
