@@ -191,7 +191,8 @@ async fn submit_level(
     let channels = connect(leader, clients.min(CONNECTIONS_MAX)).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let until = started + duration;
+    // A level too long for the clock (`--duration-secs 18446744073709551615`) has no end.
+    let until = started.checked_add(duration);
     let mut workers = Vec::with_capacity(clients);
     for c in 0..clients {
         let mut svc = TaskServiceClient::new(channels[c % channels.len()].clone());
@@ -199,7 +200,7 @@ async fn submit_level(
         workers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_max(LATENCY_US_MAX, 3).expect("valid bounds");
             let mut errors = 0u64;
-            while Instant::now() < until {
+            while until.is_none_or(|u| Instant::now() < u) {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
                 match svc.submit_task(echo_request(UNPLACEABLE_REGION, i)).await {

@@ -305,7 +305,9 @@ pub async fn wait_for_terminal(
     within: Option<Duration>,
 ) -> Result<Task, CliError> {
     let started = tokio::time::Instant::now();
-    let deadline = within.map(|w| started + w);
+    // A wait too long for the clock to represent (`--wait-timeout-secs 18446744073709551615`)
+    // is no deadline at all.
+    let deadline = within.and_then(|w| started.checked_add(w));
     let invisible_until = deadline.map_or(started + NOT_VISIBLE_GRACE, |d| {
         d.min(started + NOT_VISIBLE_GRACE)
     });
@@ -845,5 +847,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not found") && err.contains(TASK_ID), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_wait_timeout_too_large_for_the_clock_is_no_deadline_not_a_panic() {
+        // Nothing listens here: the wait ends with "no reachable server" instead of
+        // overflowing `Instant + Duration` first.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let client = Client::new(vec![addr], Duration::from_secs(2));
+        let err = wait_for_terminal(&client, TASK_ID, Some(Duration::from_secs(u64::MAX)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CliError::NoServer { .. }), "{err}");
     }
 }

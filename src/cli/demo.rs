@@ -135,7 +135,8 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         args.tasks
     );
 
-    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    // A deadline too far for the clock (`--deadline-secs 18446744073709551615`) is none.
+    let deadline = Instant::now().checked_add(Duration::from_secs(args.deadline_secs));
     let mut survivors: Vec<usize> = all.to_vec();
     let mut killed = false;
     let mut last_line = String::new();
@@ -167,7 +168,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         if tasks.len() >= args.tasks && terminal == tasks.len() {
             break;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(failed(format!(
                 "deadline of {}s passed with {terminal} of {} tasks finished",
                 args.deadline_secs, args.tasks
