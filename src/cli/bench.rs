@@ -26,6 +26,7 @@ use super::client::Client;
 use super::commands;
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
@@ -387,7 +388,7 @@ fn report(
                     "failed_attempts": f.failed_attempts,
                 })),
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("serializable")
             );
@@ -413,9 +414,9 @@ fn report(
                     format!("{:.2}", l.max_ms),
                 ]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render());
             if let Some(e) = e2e {
-                println!(
+                outln!(
                     "end to end: {} echo tasks completed in {:.2}s = {:.0} tasks/s",
                     e.tasks,
                     e.seconds,
@@ -423,9 +424,12 @@ fn report(
                 );
             }
             if let Some(f) = failover {
-                println!(
+                outln!(
                     "failover: SIGKILL of leader {} to first successful write {:.0} ms (new leader {}, {} failed attempts)",
-                    f.old_leader, f.ms, f.new_leader, f.failed_attempts
+                    f.old_leader,
+                    f.ms,
+                    f.new_leader,
+                    f.failed_attempts
                 );
             }
         }

@@ -38,6 +38,7 @@ use super::client::Client;
 use super::commands;
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::proto::node_service_client::NodeServiceClient;
@@ -829,7 +830,7 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                     "kill_to_running_elsewhere_ms": f.running_ms,
                 })),
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("serializable")
             );
@@ -874,13 +875,13 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                 ]);
             }
             if !steps.is_empty() {
-                print!("{}", table.render());
+                out!("{}", table.render());
                 match held_max {
-                    Some(n) => println!("held: {n} agents with heartbeat p99 < {target} ms"),
-                    None => println!("held: no step met heartbeat p99 < {target} ms"),
+                    Some(n) => outln!("held: {n} agents with heartbeat p99 < {target} ms"),
+                    None => outln!("held: no step met heartbeat p99 < {target} ms"),
                 }
                 for s in steps.iter().filter(|s| s.sample_error.is_some()) {
-                    println!(
+                    outln!(
                         "{} agents, first error: {}",
                         s.agents,
                         s.sample_error.as_deref().unwrap_or_default()
@@ -888,7 +889,7 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                 }
             }
             if let Some(f) = failover {
-                println!(
+                outln!(
                     "failover: SIGKILL of an agent running {} task(s) to all RUNNING elsewhere: {:.0} ms\n  \
                      kill → UNHEALTHY + requeued: {:.0} ms (stale timeout {} ms, last heartbeat {:.0} ms before the kill, scan every 500 ms)\n  \
                      → ASSIGNED to the survivor: {:.0} ms (placement)\n  \

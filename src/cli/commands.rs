@@ -14,6 +14,7 @@ use super::client::Client;
 use super::config::{self, ClientConfig};
 use super::error::CliError;
 use super::json;
+use super::out::{out, outln};
 use super::table::{Table, span, truncate, unix_ms};
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
@@ -38,7 +39,7 @@ fn setup(file: Option<&Path>, args: &ClientArgs) -> Result<(Client, ClientConfig
 }
 
 fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
     );
@@ -121,8 +122,8 @@ pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliEr
             match cfg.output {
                 OutputFormat::Json => print_json(&json::list_tasks_response(&response)),
                 OutputFormat::Table => {
-                    print!("{}", task_table(&response.tasks).render());
-                    println!(
+                    out!("{}", task_table(&response.tasks).render());
+                    outln!(
                         "{} of {} task(s)",
                         response.tasks.len(),
                         response.total_count
@@ -403,7 +404,7 @@ pub fn task_table(tasks: &[Task]) -> Table {
 
 fn print_task_detail(task: Option<&Task>) {
     let Some(t) = task else {
-        println!("(no task in the response)");
+        outln!("(no task in the response)");
         return;
     };
     let mut table = Table::new(["FIELD", "VALUE"]);
@@ -437,7 +438,7 @@ fn print_task_detail(task: Option<&Task>) {
     for (field, value) in rows {
         table.row([field.to_owned(), value]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render());
     if !t.attempts.is_empty() {
         let mut attempts = Table::new(["ATTEMPT", "NODE", "ASSIGNED", "RAN", "OUTCOME", "ERROR"]);
         for a in &t.attempts {
@@ -450,8 +451,8 @@ fn print_task_detail(task: Option<&Task>) {
                 truncate(&a.error, 40),
             ]);
         }
-        println!();
-        print!("{}", attempts.render());
+        outln!();
+        out!("{}", attempts.render());
     }
 }
 
@@ -470,7 +471,7 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
                 .into_inner();
             match cfg.output {
                 OutputFormat::Json => print_json(&json::list_nodes_response(&response)),
-                OutputFormat::Table => print!("{}", node_table(&response.nodes).render()),
+                OutputFormat::Table => out!("{}", node_table(&response.nodes).render()),
             }
             Ok(())
         }
@@ -496,8 +497,8 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
             match cfg.output {
                 OutputFormat::Json => print_json(&json::drain_node_response(&response)),
                 OutputFormat::Table => {
-                    print!("{}", node_table(response.node.as_slice()).render());
-                    println!("{} task(s) still running on {id}", response.remaining_tasks);
+                    out!("{}", node_table(response.node.as_slice()).render());
+                    outln!("{} task(s) still running on {id}", response.remaining_tasks);
                 }
             }
             Ok(())
@@ -568,7 +569,7 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
             let status = cluster_status(&client).await?;
             match cfg.output {
                 OutputFormat::Json => print_json(&json::cluster_status_response(&status)),
-                OutputFormat::Table => print!("{}", render_cluster_status(&status)),
+                OutputFormat::Table => out!("{}", render_cluster_status(&status)),
             }
             Ok(())
         }
@@ -586,9 +587,10 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
                 OutputFormat::Json => print_json(&json::transfer_leader_response(&response)),
                 OutputFormat::Table => {
                     let leader = response.leader.unwrap_or_default();
-                    println!(
+                    outln!(
                         "leader is now {} at {}",
-                        leader.leader_id, leader.leader_address
+                        leader.leader_id,
+                        leader.leader_address
                     );
                 }
             }
@@ -648,7 +650,7 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
 fn print_members(members: &[crate::proto::Member], output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&json::members_response(members)),
-        OutputFormat::Table => print!("{}", member_table(members, 0).render()),
+        OutputFormat::Table => out!("{}", member_table(members, 0).render()),
     }
 }
 
