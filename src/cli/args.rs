@@ -18,6 +18,39 @@ Examples:
 Configuration is layered: config file (--config, default ./mlcp.toml if present)
 < MLCP_* environment < command-line flags. Logs go to stderr; set RUST_LOG to filter.";
 
+/// Value parser of a flag that takes a whole number: says why a value is refused ("must not
+/// be negative") where the default parser says "invalid digit found in string". Numeric
+/// arguments also set `allow_negative_numbers`, so that clap hands `-1` to this parser
+/// instead of reading it as an unknown flag.
+pub(crate) fn unsigned<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError>,
+{
+    use std::num::IntErrorKind;
+    text.parse::<T>().map_err(|e| match e.kind() {
+        IntErrorKind::InvalidDigit
+            if text
+                .strip_prefix('-')
+                .is_some_and(|n| n.parse::<u128>().is_ok()) =>
+        {
+            "must not be negative".to_owned()
+        }
+        IntErrorKind::PosOverflow => "is too large".to_owned(),
+        IntErrorKind::Empty => "is empty; expected a whole number".to_owned(),
+        _ => "is not a whole number".to_owned(),
+    })
+}
+
+/// Value parser of a flag that takes a non-negative finite number (see [`unsigned`]).
+pub(crate) fn non_negative_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if !x.is_finite() => Err("is not a finite number".to_owned()),
+        Ok(x) if x < 0.0 => Err("must not be negative".to_owned()),
+        Ok(x) => Ok(x),
+        Err(_) => Err("is not a number".to_owned()),
+    }
+}
+
 /// `mlcp`: a Raft-replicated ML control plane that hands compute tasks to agents.
 #[derive(Debug, Parser)]
 #[command(name = "mlcp", version, about, after_help = ROOT_AFTER_HELP)]
@@ -107,7 +140,7 @@ SIGINT or SIGTERM shuts the controller down gracefully.";
 #[derive(Debug, Default, Args, serde::Serialize)]
 pub struct ServerArgs {
     /// This controller's Raft id (positive integer) [default: 1].
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u64>,
     /// gRPC listen address for clients, agents and peers [default: 127.0.0.1:50051].
@@ -133,16 +166,16 @@ pub struct ServerArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
     /// Length of one Raft tick in milliseconds [default: 50].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_ms: Option<u64>,
     /// Mark a node UNHEALTHY after this long without a heartbeat, in milliseconds
     /// [default: 10000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_stale_after_ms: Option<u64>,
     /// Snapshot and compact the log every this many applied entries [default: 10000].
-    #[arg(long, value_name = "ENTRIES")]
+    #[arg(long, value_name = "ENTRIES", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_every_entries: Option<u64>,
 }
@@ -180,7 +213,7 @@ pub struct AgentArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Concurrent task slots [default: 2].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
     /// A label `KEY=VALUE` matched by task constraints; repeat for more. Added to the
@@ -189,12 +222,12 @@ pub struct AgentArgs {
     #[serde(skip)]
     pub labels: Vec<String>,
     /// Long-poll wait asked of the server, in milliseconds, at most 30000 [default: 10000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_timeout_ms: Option<u64>,
     /// On SIGINT/SIGTERM, how long running tasks may take to finish before they are
     /// stopped and handed back for a retry, in milliseconds [default: 30000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_ms: Option<u64>,
 }
@@ -213,7 +246,7 @@ pub struct ClientArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputFormat>,
     /// Per-request timeout in milliseconds [default: 10000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -254,7 +287,7 @@ pub enum TaskCommand {
         #[arg(long, value_name = "S")]
         status: Option<String>,
         /// Most tasks to print; 0 means no limit, as with etcdctl's --limit [default: all].
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         limit: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
@@ -281,7 +314,7 @@ pub struct TaskSubmitArgs {
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub data: String,
     /// Attempts allowed, 1..=100; 1 = never runs twice for any reason.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     pub max_attempts: u32,
     /// Higher runs first; negative allowed.
     #[arg(
@@ -296,34 +329,34 @@ pub struct TaskSubmitArgs {
     pub idempotency_key: Option<String>,
     /// Per-attempt run timeout in milliseconds; the agent stops the attempt and the leader
     /// requeues it (or fails the task when attempts are exhausted).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub run_timeout_ms: Option<u64>,
     /// Fail the task if it is still PENDING this long after submission, in milliseconds.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub queue_timeout_ms: Option<u64>,
     /// Delay before the second attempt, in milliseconds [server default: 1000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub backoff_initial_ms: Option<u64>,
     /// Longest delay between attempts, in milliseconds [server default: 60000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub backoff_max_ms: Option<u64>,
     /// Growth of the delay per attempt, >= 1.0 [server default: 2.0].
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = non_negative_f64)]
     pub backoff_multiplier: Option<f64>,
     /// Fraction of each delay randomised away, 0.0..=1.0 [server default: 0.2].
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true, value_parser = non_negative_f64)]
     pub backoff_jitter: Option<f64>,
     /// Task slots the task occupies on its node [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     pub slots: Option<u32>,
     /// CPU the task needs, in millicores (1000 = one core).
-    #[arg(long, value_name = "MILLIS")]
+    #[arg(long, value_name = "MILLIS", allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     pub cpu_millis: Option<u32>,
     /// Memory the task needs, in MiB.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub memory_mb: Option<u64>,
     /// GPUs the task needs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = unsigned::<u32>)]
     pub gpus: Option<u32>,
     /// Only place on nodes of this cloud provider.
     #[arg(long, value_name = "P")]
@@ -339,7 +372,7 @@ pub struct TaskSubmitArgs {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds (with --wait) [default: no limit].
-    #[arg(long, value_name = "SECS", requires = "wait")]
+    #[arg(long, value_name = "SECS", requires = "wait", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub wait_timeout_secs: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -358,7 +391,7 @@ pub enum NodeCommand {
         /// Node id.
         id: String,
         /// Wait up to this many seconds for the node's running tasks to finish.
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         deadline: Option<u64>,
         /// Undo a drain: the node takes new placements again.
         #[arg(long)]
@@ -379,6 +412,7 @@ pub enum ClusterCommand {
     /// Hand leadership to another voter (Raft TimeoutNow).
     TransferLeader {
         /// Raft id of the voter to become leader (0 = the most up-to-date other voter).
+        #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -389,6 +423,7 @@ pub enum ClusterCommand {
     )]
     AddLearner {
         /// Raft id of the new member (positive, unused).
+        #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         id: u64,
         /// Its gRPC address, `HOST:PORT`.
         address: String,
@@ -398,6 +433,7 @@ pub enum ClusterCommand {
     /// Promote a caught-up learner to voter.
     Promote {
         /// Raft id of the learner.
+        #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -405,6 +441,7 @@ pub enum ClusterCommand {
     /// Remove a member from the cluster (a removed leader steps down).
     Remove {
         /// Raft id of the member.
+        #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -420,16 +457,16 @@ completed and its result verified (Freivalds' check against inputs regenerated f
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Matrix-multiplication tasks to submit (at least 3).
-    #[arg(long, value_name = "N", default_value_t = 24)]
+    #[arg(long, value_name = "N", default_value_t = 24, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub tasks: usize,
     /// Agents to start (at least 1).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub agents: usize,
     /// Keep the temp dir (data dirs and child logs) and print its path.
     #[arg(long)]
     pub keep_dir: bool,
     /// Give up if not every task is finished after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 300, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub deadline_secs: u64,
 }
 
@@ -449,17 +486,18 @@ pub struct BenchArgs {
         long,
         value_name = "N,…",
         default_value = "1,16,64,256",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_negative_numbers = true, value_parser = unsigned::<usize>
     )]
     pub clients: Vec<usize>,
     /// Seconds per submit level.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    #[arg(long, value_name = "SECS", default_value_t = 5, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub duration_secs: u64,
     /// No-op (echo) tasks for the end-to-end phase.
-    #[arg(long, value_name = "N", default_value_t = 5000)]
+    #[arg(long, value_name = "N", default_value_t = 5000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub echo_tasks: usize,
     /// Agents for the end-to-end phase.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 4, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub agents: usize,
     /// Output format [default: table].
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "table")]
@@ -467,4 +505,105 @@ pub struct BenchArgs {
     /// Keep the temp dir (data dirs and child logs) and print its path.
     #[arg(long)]
     pub keep_dir: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse_error(args: &[&str]) -> String {
+        let argv = std::iter::once("mlcp").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => panic!("{args:?} parsed as {cli:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_negative_number_is_refused_by_the_flag_it_was_given_to() {
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["task", "submit", "--type", "echo", "--max-attempts", "-1"],
+                "--max-attempts",
+            ),
+            (&["task", "list", "--limit", "-1"], "--limit"),
+            (&["server", "--node-id", "-1"], "--node-id"),
+            (
+                &["task", "submit", "--type", "echo", "--gpus", "-1"],
+                "--gpus",
+            ),
+            (&["node", "drain", "a1", "--deadline", "-3"], "--deadline"),
+            (
+                &[
+                    "task",
+                    "submit",
+                    "--type",
+                    "echo",
+                    "--backoff-jitter",
+                    "-0.1",
+                ],
+                "--backoff-jitter",
+            ),
+            (&["task", "list", "--timeout-ms", "-5"], "--timeout-ms"),
+            (&["cluster", "remove", "-2"], "<ID>"),
+            (&["agent", "--slots", "-4"], "--slots"),
+        ];
+        for (args, flag) in cases {
+            let err = parse_error(args);
+            assert!(
+                err.contains(flag) && !err.contains("unexpected argument"),
+                "{args:?} must be refused naming {flag}: {err}"
+            );
+            assert!(err.contains("negative"), "{args:?} must say why: {err}");
+        }
+    }
+
+    /// Every argument that takes a number (it accepts "1" and refuses "x") also takes "-1"
+    /// as its value, so that the error is about that argument.
+    #[test]
+    fn every_numeric_argument_reads_a_leading_minus_as_its_value() {
+        use clap::error::ErrorKind;
+
+        fn outcome(cmd: &clap::Command, arg: &clap::Arg, value: &str) -> Option<ErrorKind> {
+            let mut argv = vec!["mlcp".to_owned()];
+            argv.extend(arg.get_long().map(|long| format!("--{long}")));
+            argv.push(value.to_owned());
+            cmd.clone()
+                .try_get_matches_from(argv)
+                .err()
+                .map(|e| e.kind())
+        }
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            let lenient = cmd.clone().mut_args(|a| a.required(false));
+            let refused = |kind: Option<ErrorKind>| {
+                matches!(
+                    kind,
+                    Some(ErrorKind::ValueValidation | ErrorKind::InvalidValue)
+                )
+            };
+            for arg in cmd.get_arguments() {
+                if !arg.get_action().takes_values() {
+                    continue;
+                }
+                let numeric =
+                    !refused(outcome(&lenient, arg, "1")) && refused(outcome(&lenient, arg, "x"));
+                if numeric && outcome(&lenient, arg, "-1") == Some(ErrorKind::UnknownArgument) {
+                    bad.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), bad);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut bad = Vec::new();
+        walk(&cmd, "mlcp", &mut bad);
+        assert!(
+            bad.is_empty(),
+            "numeric arguments that read -1 as a flag: {bad:?}"
+        );
+    }
 }

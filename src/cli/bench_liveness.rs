@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::args::OutputFormat;
+use super::args::{OutputFormat, non_negative_f64, unsigned};
 use super::client::Client;
 use super::commands;
 use super::error::CliError;
@@ -78,28 +78,29 @@ pub enum LivenessPhase {
 #[derive(Debug, Args)]
 pub struct BenchLivenessArgs {
     /// Most simulated agents; steps above it are skipped and it is added as the last step.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub agents_max: usize,
     /// Simulated-agent counts to step through (capped by --agents-max).
     #[arg(
         long,
         value_name = "N,…",
         default_value = "500,1000,2000,5000,10000",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_negative_numbers = true, value_parser = unsigned::<usize>
     )]
     pub steps: Vec<usize>,
     /// Seconds of steady heartbeating measured per step.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub window_secs: u64,
     /// HTTP/2 connections the simulated agents share.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub connections: usize,
     /// Heartbeat p99 a step must stay under to count as held, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 50.0)]
+    #[arg(long, value_name = "MS", default_value_t = 50.0, allow_negative_numbers = true, value_parser = non_negative_f64)]
     pub p99_target_ms: f64,
     /// Stale timeout given to the controllers (`--node-stale-after-ms`) [default: the
     /// server's, 10000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub stale_after_ms: Option<u64>,
     /// Phases to run.
     #[arg(long, value_enum, default_value = "all")]
