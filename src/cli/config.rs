@@ -85,6 +85,38 @@ pub enum ConfigError {
     /// A list that must not be empty was empty.
     #[error("{0} is empty")]
     Empty(&'static str),
+    /// The config file has a top-level key or table other than `[server]`, `[agent]` and
+    /// `[client]` (a typo such as `[serverr]` would otherwise be ignored).
+    #[error("{file}: unknown {what} {name:?}; the tables are [server], [agent] and [client]")]
+    UnknownTable {
+        /// The config file.
+        file: String,
+        /// "table" or "top-level key".
+        what: &'static str,
+        /// The name as written.
+        name: String,
+    },
+    /// A table of the config file has a key that no setting reads (a typo such as
+    /// `nodeid` would otherwise be ignored).
+    #[error("{file}: unknown key {key:?} in [{table}]; valid keys: {valid}")]
+    UnknownKey {
+        /// The config file.
+        file: String,
+        /// The table, e.g. `server`.
+        table: &'static str,
+        /// The key as written.
+        key: String,
+        /// The keys the table has, comma-separated.
+        valid: String,
+    },
+    /// `server`, `agent` or `client` in the config file is a value, not a table.
+    #[error("{file}: {table} must be a table ([{table}]), not a single value")]
+    NotATable {
+        /// The config file.
+        file: String,
+        /// The table's name.
+        table: &'static str,
+    },
     /// The long-poll wait exceeded the server's cap.
     #[error("agent.poll_timeout_ms {0} is over the maximum of {max}", max = POLL_TIMEOUT_MS_MAX)]
     PollTooLong(u64),
@@ -160,6 +192,39 @@ impl Lenient {
         }
     }
 }
+
+/// The keys of the `[server]` table: the fields of [`ServerFile`].
+const SERVER_KEYS: &[&str] = &[
+    "node_id",
+    "listen",
+    "peers",
+    "data_dir",
+    "http_listen",
+    "cluster_name",
+    "tick_ms",
+    "node_stale_after_ms",
+    "snapshot_every_entries",
+];
+/// The keys of the `[agent]` table: the fields of [`AgentFile`].
+const AGENT_KEYS: &[&str] = &[
+    "node_id",
+    "servers",
+    "address",
+    "cloud_provider",
+    "region",
+    "slots",
+    "labels",
+    "poll_timeout_ms",
+    "shutdown_grace_ms",
+];
+/// The keys of the `[client]` table: the fields of [`ClientFile`].
+const CLIENT_KEYS: &[&str] = &["servers", "output", "timeout_ms"];
+/// The tables of a config file and their keys.
+const TABLES: [(&str, &[&str]); 3] = [
+    ("server", SERVER_KEYS),
+    ("agent", AGENT_KEYS),
+    ("client", CLIENT_KEYS),
+];
 
 /// The `[server]` table.
 #[derive(Debug, Deserialize, Serialize)]
@@ -271,9 +336,48 @@ fn file_layer(explicit: Option<&Path>) -> Result<Figment, ConfigError> {
         None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
     };
     Ok(match path {
-        Some(path) => Figment::new().merge(Toml::file_exact(path)),
+        Some(path) => {
+            check_keys(&path)?;
+            Figment::new().merge(Toml::file_exact(path))
+        }
         None => Figment::new(),
     })
+}
+
+/// Refuses a config file with a table or key that nothing reads: a misspelt key would
+/// otherwise leave its setting at the default without a word. The whole file is checked,
+/// whichever role reads it. Tables whose keys are free (`[server.peers]`, `[agent.labels]`)
+/// are not looked into. A file that is not TOML is left to the extraction to report.
+fn check_keys(path: &Path) -> Result<(), ConfigError> {
+    let Ok(data) = Toml::file_exact(path).data() else {
+        return Ok(());
+    };
+    let file = path.display().to_string();
+    for (name, value) in data.values().flat_map(|dict| dict.iter()) {
+        let Some(&(table, keys)) = TABLES.iter().find(|(table, _)| table == name) else {
+            return Err(ConfigError::UnknownTable {
+                file,
+                what: if value.as_dict().is_some() {
+                    "table"
+                } else {
+                    "top-level key"
+                },
+                name: name.clone(),
+            });
+        };
+        let Some(dict) = value.as_dict() else {
+            return Err(ConfigError::NotATable { file, table });
+        };
+        if let Some(key) = dict.keys().find(|key| !keys.contains(&key.as_str())) {
+            return Err(ConfigError::UnknownKey {
+                file,
+                table,
+                key: key.clone(),
+                valid: keys.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Defaults < file `[section]` < `MLCP_<SECTION>_*` < flags, extracted as `T`.
@@ -719,5 +823,72 @@ mod tests {
             assert_eq!(cfg.servers, vec!["c:3", "d:4"]);
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_unknown_key_or_table_in_the_file_is_refused_by_name() {
+        Jail::expect_with(|jail| {
+            let cases = [
+                ("[server]\nnodeid = 3\n", "nodeid", "node_id"),
+                ("[serverr]\nnode_id = 3\n", "serverr", "server"),
+                ("node_id = 3\n", "node_id", "server"),
+                ("[agent]\nslot = 3\n", "slot", "slots"),
+                ("[client]\nserver = \"a:1\"\n", "server", "servers"),
+            ];
+            for (text, key, valid) in cases {
+                jail.create_file("mlcp.toml", text)?;
+                let err = match server_options(None, &ServerArgs::default()) {
+                    Ok(opts) => panic!("{text:?} accepted: {opts:?}"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    err.contains(&format!("{key:?}"))
+                        && err.contains("mlcp.toml")
+                        && err.contains(valid),
+                    "{text:?}: {err}"
+                );
+                // The whole file is checked, whichever role reads it.
+                assert!(
+                    client_config(None, &ClientArgs::default()).is_err(),
+                    "{text:?}"
+                );
+            }
+            jail.create_file("mlcp.toml", "server = 3\n")?;
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server must be a table"), "{err}");
+
+            // Tables of free-form keys stay free-form.
+            jail.create_file(
+                "mlcp.toml",
+                "[server.peers]\n1 = \"127.0.0.1:1\"\n[agent.labels]\nanything = \"x\"\n",
+            )?;
+            server_options(None, &ServerArgs::default()).map_err(jail_err)?;
+            agent_options(None, &AgentArgs::default()).map_err(jail_err)?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_of_a_table_is_known() {
+        // The keys the file check allows are exactly the fields of each table.
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let sorted = |list: &[&str]| {
+            let mut list: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+            list.sort();
+            list
+        };
+        let json = |v: serde_json::Result<serde_json::Value>| v.unwrap();
+        let server = json(serde_json::to_value(ServerFile::default()));
+        let agent = json(serde_json::to_value(AgentFile::default()));
+        let client = json(serde_json::to_value(ClientFile::default()));
+        assert_eq!(keys(server), sorted(SERVER_KEYS));
+        assert_eq!(keys(agent), sorted(AGENT_KEYS));
+        assert_eq!(keys(client), sorted(CLIENT_KEYS));
     }
 }
