@@ -6,17 +6,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+// The after-help texts are laid out by hand within 80 columns (a test checks), so that
+// --help never re-wraps an example: a wrapped line would start with a fragment of a comment
+// or a command. Comments go on their own line above the command they describe.
+
 const ROOT_AFTER_HELP: &str = "\
 Examples:
-  mlcp demo                                    # 3 controllers + 3 agents, real matmul, leader killed mid-run
-  mlcp server                                  # single-member cluster on 127.0.0.1:50051, data in ./mlcp-data
+  # 3 controllers + 3 agents, real matmul, leader killed mid-run
+  mlcp demo
+  # single-member cluster on 127.0.0.1:50051, data in ./mlcp-data
+  mlcp server
+  # a worker that runs tasks for it
   mlcp agent --node-id gpu-1 --servers 127.0.0.1:50051
-  mlcp task submit --type matmul --data '{\"n\":512,\"dtype\":\"f32\",\"iterations\":1,\"seed\":7}' --wait
+  # a 512x512 matrix multiplication; prints the task when it is done
+  mlcp task submit --type matmul --wait \\
+      --data '{\"n\":512,\"dtype\":\"f32\",\"iterations\":1,\"seed\":7}'
   mlcp task list --status RUNNING --output json
   mlcp cluster status --server 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051
 
-Configuration is layered: config file (--config, default ./mlcp.toml if present)
-< MLCP_* environment < command-line flags. Logs go to stderr; set RUST_LOG to filter.";
+Configuration is layered: config file (--config, default ./mlcp.toml if
+present) < MLCP_* environment < command-line flags. Logs go to stderr; set
+RUST_LOG to filter.";
 
 /// Value parser of a flag that takes a whole number: says why a value is refused ("must not
 /// be negative") where the default parser says "invalid digit found in string". Numeric
@@ -98,16 +108,19 @@ pub enum Command {
     #[command(after_help = AGENT_AFTER_HELP)]
     Agent(AgentArgs),
     /// Submit, inspect, list and cancel tasks.
+    #[command(after_help = TASK_AFTER_HELP)]
     Task {
         #[command(subcommand)]
         command: TaskCommand,
     },
     /// Inspect and drain worker nodes.
+    #[command(after_help = NODE_AFTER_HELP)]
     Node {
         #[command(subcommand)]
         command: NodeCommand,
     },
     /// Inspect the controller cluster and move leadership.
+    #[command(after_help = CLUSTER_AFTER_HELP)]
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -121,6 +134,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Measure how many agents one leader holds heartbeating (zero Raft entries from steady
     /// heartbeats) and the time from an agent's death to its tasks running elsewhere.
+    #[command(after_help = BENCH_LIVENESS_AFTER_HELP)]
     BenchLiveness(super::bench_liveness::BenchLivenessArgs),
 }
 
@@ -130,7 +144,8 @@ Examples:
   mlcp server
   # member 2 of a three-machine cluster
   mlcp server --node-id 2 --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 \\
-      --peers 1=10.0.0.1:50051,2=10.0.0.2:50051,3=10.0.0.3:50051 --data-dir /var/lib/mlcp
+      --peers 1=10.0.0.1:50051,2=10.0.0.2:50051,3=10.0.0.3:50051 \\
+      --data-dir /var/lib/mlcp
 
 Environment: MLCP_SERVER_<KEY> for every key of the [server] table, e.g.
 MLCP_SERVER_NODE_ID=2, MLCP_SERVER_PEERS=1=a:50051,2=b:50051,3=c:50051.
@@ -182,12 +197,15 @@ pub struct ServerArgs {
 
 const AGENT_AFTER_HELP: &str = "\
 Examples:
-  mlcp agent --node-id gpu-1 --servers 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051 \\
-      --cloud-provider aws --region us-east-1 --slots 4 --label gpu=a100 --label pool=train
+  mlcp agent --node-id gpu-1 \\
+      --servers 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051 \\
+      --cloud-provider aws --region us-east-1 --slots 4 \\
+      --label gpu=a100 --label pool=train
 
 Environment: MLCP_AGENT_<KEY> for every key of the [agent] table, e.g.
-MLCP_AGENT_SERVERS=10.0.0.1:50051,10.0.0.2:50051. Labels in the config file are a table:
-[agent.labels] gpu = \"a100\". SIGINT or SIGTERM finishes or hands back running tasks.";
+MLCP_AGENT_SERVERS=10.0.0.1:50051,10.0.0.2:50051. Labels in the config file are
+a table: [agent.labels] gpu = \"a100\". SIGINT or SIGTERM finishes or hands back
+running tasks.";
 
 /// Flags of `mlcp agent` (each also an `[agent]` key and an `MLCP_AGENT_*` variable).
 #[derive(Debug, Default, Args, serde::Serialize)]
@@ -258,9 +276,34 @@ Built-in task types:
   echo    any JSON (returned as the result)
 
 Examples:
-  mlcp task submit --type matmul --data '{\"n\":256,\"dtype\":\"f64\",\"iterations\":1,\"seed\":1}' --wait
-  mlcp task submit --type sleep --data '{\"ms\":5000}' --max-attempts 1 --priority 10
-  mlcp task submit --type echo --data '{\"hello\":1}' --idempotency-key job-42 --output json";
+  mlcp task submit --type matmul --wait \\
+      --data '{\"n\":256,\"dtype\":\"f64\",\"iterations\":1,\"seed\":1}'
+  mlcp task submit --type sleep --data '{\"ms\":5000}' --max-attempts 1 \\
+      --priority 10
+  mlcp task submit --type echo --data '{\"hello\":1}' --idempotency-key job-42 \\
+      --output json";
+
+const TASK_AFTER_HELP: &str = "\
+Examples:
+  mlcp task submit --type sleep --data '{\"ms\":1000}' --wait
+  mlcp task list --status FAILED
+  mlcp task get 0190c3e2-7b1a-7c3d-9e4f-1a2b3c4d5e6f
+  mlcp task cancel 0190c3e2-7b1a-7c3d-9e4f-1a2b3c4d5e6f --reason \"wrong input\"";
+
+const TASK_GET_AFTER_HELP: &str = "\
+Examples:
+  mlcp task get 0190c3e2-7b1a-7c3d-9e4f-1a2b3c4d5e6f
+  # through the leader: sees every write acknowledged before it
+  mlcp task get 0190c3e2-7b1a-7c3d-9e4f-1a2b3c4d5e6f --consistent --output json";
+
+const TASK_LIST_AFTER_HELP: &str = "\
+Examples:
+  mlcp task list --status COMPLETED --limit 20 --output json
+  mlcp task list --status pending";
+
+const TASK_CANCEL_AFTER_HELP: &str = "\
+Example:
+  mlcp task cancel 0190c3e2-7b1a-7c3d-9e4f-1a2b3c4d5e6f --reason \"superseded\"";
 
 /// `mlcp task …`
 #[derive(Debug, Subcommand)]
@@ -269,6 +312,7 @@ pub enum TaskCommand {
     #[command(after_help = TASK_SUBMIT_AFTER_HELP)]
     Submit(Box<TaskSubmitArgs>),
     /// Show one task with its attempts.
+    #[command(after_help = TASK_GET_AFTER_HELP)]
     Get {
         /// Task id (a UUID).
         id: String,
@@ -279,9 +323,7 @@ pub enum TaskCommand {
         client: ClientArgs,
     },
     /// List tasks, oldest first.
-    #[command(
-        after_help = "Example:\n  mlcp task list --status COMPLETED --limit 20 --output json"
-    )]
+    #[command(after_help = TASK_LIST_AFTER_HELP)]
     List {
         /// Only tasks in this status: PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED.
         #[arg(long, value_name = "S")]
@@ -293,6 +335,7 @@ pub enum TaskCommand {
         client: ClientArgs,
     },
     /// Cancel a task; a running attempt is stopped through its agent.
+    #[command(after_help = TASK_CANCEL_AFTER_HELP)]
     Cancel {
         /// Task id (a UUID).
         id: String,
@@ -331,7 +374,9 @@ pub struct TaskSubmitArgs {
     /// requeues it (or fails the task when attempts are exhausted).
     #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub run_timeout_ms: Option<u64>,
-    /// Fail the task if it is still PENDING this long after submission, in milliseconds.
+    /// Fail the task if an attempt waits this long for placement once it is due (retry
+    /// backoff excluded), timed on the leader's monotonic clock, in milliseconds
+    /// [default: never].
     #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub queue_timeout_ms: Option<u64>,
     /// Delay before the second attempt, in milliseconds [server default: 1000].
@@ -340,7 +385,7 @@ pub struct TaskSubmitArgs {
     /// Longest delay between attempts, in milliseconds [server default: 60000].
     #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub backoff_max_ms: Option<u64>,
-    /// Growth of the delay per attempt, >= 1.0 [server default: 2.0].
+    /// Growth of the delay per attempt: 0 (the server default, 2.0) or 1.0..=1000.0.
     #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = non_negative_f64)]
     pub backoff_multiplier: Option<f64>,
     /// Fraction of each delay randomised away, 0.0..=1.0 [server default: 0.2].
@@ -378,15 +423,34 @@ pub struct TaskSubmitArgs {
     pub client: ClientArgs,
 }
 
+const NODE_AFTER_HELP: &str = "\
+Examples:
+  mlcp node list
+  mlcp node drain gpu-7 --deadline 600
+  mlcp node drain gpu-7 --undo";
+
+const NODE_LIST_AFTER_HELP: &str = "\
+Example:
+  mlcp node list --output json --server 10.0.0.1:50051,10.0.0.2:50051";
+
+const NODE_DRAIN_AFTER_HELP: &str = "\
+Examples:
+  # no new tasks on gpu-7; wait up to 10 minutes for its running tasks to finish
+  mlcp node drain gpu-7 --deadline 600
+  # gpu-7 takes new tasks again
+  mlcp node drain gpu-7 --undo";
+
 /// `mlcp node …`
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// List worker nodes with status, load and capacity.
+    #[command(after_help = NODE_LIST_AFTER_HELP)]
     List {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Stop new placements on a node; its running tasks may finish.
+    #[command(after_help = NODE_DRAIN_AFTER_HELP)]
     Drain {
         /// Node id.
         id: String,
@@ -401,15 +465,50 @@ pub enum NodeCommand {
     },
 }
 
+const CLUSTER_AFTER_HELP: &str = "\
+Examples:
+  mlcp cluster status --server 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051
+  mlcp cluster transfer-leader 2
+  mlcp cluster add-learner 4 10.0.0.4:50051
+  mlcp cluster promote 4
+  mlcp cluster remove 1";
+
+const CLUSTER_STATUS_AFTER_HELP: &str = "\
+Example:
+  mlcp cluster status --server 10.0.0.1:50051,10.0.0.2:50051 --output json";
+
+const CLUSTER_TRANSFER_LEADER_AFTER_HELP: &str = "\
+Examples:
+  # hand leadership to member 2
+  mlcp cluster transfer-leader 2
+  # to whichever other voter is most up to date
+  mlcp cluster transfer-leader 0";
+
+const CLUSTER_ADD_LEARNER_AFTER_HELP: &str = "\
+Start the new controller first, with --peers listing the current members and
+itself; then add it as a learner and, once it has caught up, promote it:
+  mlcp cluster add-learner 4 10.0.0.4:50051
+  mlcp cluster promote 4";
+
+const CLUSTER_PROMOTE_AFTER_HELP: &str = "\
+Example (after add-learner; cluster status shows its MATCH_INDEX catching up):
+  mlcp cluster promote 4";
+
+const CLUSTER_REMOVE_AFTER_HELP: &str = "\
+Example (retire member 3; the remaining voters must still make a quorum):
+  mlcp cluster remove 3";
+
 /// `mlcp cluster …`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Members, roles, leader, term, commit and applied index.
+    #[command(after_help = CLUSTER_STATUS_AFTER_HELP)]
     Status {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Hand leadership to another voter (Raft TimeoutNow).
+    #[command(after_help = CLUSTER_TRANSFER_LEADER_AFTER_HELP)]
     TransferLeader {
         /// Raft id of the voter to become leader (0 = the most up-to-date other voter).
         #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
@@ -418,9 +517,7 @@ pub enum ClusterCommand {
         client: ClientArgs,
     },
     /// Add a controller as a non-voting learner; it starts receiving the log.
-    #[command(
-        after_help = "Start the new controller first with --peers listing the current members and itself, then:\n  mlcp cluster add-learner 4 10.0.0.4:50051\n  mlcp cluster promote 4"
-    )]
+    #[command(after_help = CLUSTER_ADD_LEARNER_AFTER_HELP)]
     AddLearner {
         /// Raft id of the new member (positive, unused).
         #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
@@ -431,6 +528,7 @@ pub enum ClusterCommand {
         client: ClientArgs,
     },
     /// Promote a caught-up learner to voter.
+    #[command(after_help = CLUSTER_PROMOTE_AFTER_HELP)]
     Promote {
         /// Raft id of the learner.
         #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
@@ -439,6 +537,7 @@ pub enum ClusterCommand {
         client: ClientArgs,
     },
     /// Remove a member from the cluster (a removed leader steps down).
+    #[command(after_help = CLUSTER_REMOVE_AFTER_HELP)]
     Remove {
         /// Raft id of the member.
         #[arg(allow_negative_numbers = true, value_parser = unsigned::<u64>)]
@@ -449,9 +548,15 @@ pub enum ClusterCommand {
 }
 
 const DEMO_AFTER_HELP: &str = "\
-Child processes are this same binary (`mlcp server`, `mlcp agent`) on free loopback ports;
-their logs are in the temp dir (kept with --keep-dir). Exit status 0 only if every task
-completed and its result verified (Freivalds' check against inputs regenerated from the seed).";
+Examples:
+  mlcp demo
+  # a shorter run that keeps the data dirs and logs
+  mlcp demo --tasks 12 --agents 2 --keep-dir
+
+Child processes are this same binary (`mlcp server`, `mlcp agent`) on free
+loopback ports; their logs are in the temp dir (kept with --keep-dir). Exit
+status 0 only if every task completed and its result verified (Freivalds' check
+against inputs regenerated from the seed).";
 
 /// Flags of `mlcp demo`.
 #[derive(Debug, Args)]
@@ -471,9 +576,22 @@ pub struct DemoArgs {
 }
 
 const BENCH_AFTER_HELP: &str = "\
-Without --server the bench starts its own 3-controller cluster (durable redb storage, as in
-production) and 4 agents as child processes in a temp dir. With --server it only runs the
-submit phase against that cluster (it neither starts agents nor kills anything).";
+Examples:
+  mlcp bench
+  # the submit phase only, against a running cluster
+  mlcp bench --server 10.0.0.1:50051 --clients 1,64 --duration-secs 10 \\
+      --output json
+
+Without --server the bench starts its own 3-controller cluster (durable redb
+storage, as in production) and 4 agents as child processes in a temp dir. With
+--server it only runs the submit phase against that cluster (it neither starts
+agents nor kills anything).";
+
+const BENCH_LIVENESS_AFTER_HELP: &str = "\
+Examples:
+  mlcp bench-liveness
+  # only the capacity steps, 5 seconds each
+  mlcp bench-liveness --phase capacity --steps 500,1000,2000 --window-secs 5";
 
 /// Flags of `mlcp bench`.
 #[derive(Debug, Args)]
@@ -605,5 +723,100 @@ mod tests {
             bad.is_empty(),
             "numeric arguments that read -1 as a flag: {bad:?}"
         );
+    }
+
+    fn arg_help(path: &[&str], id: &str) -> String {
+        let mut cmd = Cli::command();
+        for name in path {
+            cmd = cmd.find_subcommand(name).expect("subcommand").clone();
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .unwrap_or_else(|| panic!("no argument {id}"));
+        arg.get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn retry_and_queue_flags_describe_what_the_server_does() {
+        let queue = arg_help(&["task", "submit"], "queue_timeout_ms");
+        for needle in ["placement", "due", "backoff", "leader", "monotonic"] {
+            assert!(queue.contains(needle), "--queue-timeout-ms help: {queue}");
+        }
+        assert!(!queue.contains("after submission"), "{queue}");
+        let multiplier = arg_help(&["task", "submit"], "backoff_multiplier");
+        assert!(
+            multiplier.contains("0 ") && multiplier.contains("1.0..=1000.0"),
+            "--backoff-multiplier help: {multiplier}"
+        );
+    }
+
+    /// Every command and command group shows an example after its --help.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_name() == "help" {
+                return;
+            }
+            let after = cmd.get_after_help().map(ToString::to_string);
+            if !after.is_some_and(|text| text.contains(&format!("{path} "))) {
+                missing.push(path.to_owned());
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "mlcp", &mut missing);
+        assert!(missing.is_empty(), "no example in --help of: {missing:?}");
+    }
+
+    /// After-help texts are laid out to fit 80 columns, so that --help never wraps them:
+    /// a wrapped line would start with a fragment of a comment or command.
+    #[test]
+    fn examples_fit_80_columns() {
+        fn walk(cmd: &clap::Command, path: &str, long: &mut Vec<String>) {
+            if let Some(after) = cmd.get_after_help() {
+                for line in after.to_string().lines() {
+                    if line.chars().count() > 80 {
+                        long.push(format!("{path}: {line}"));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), long);
+            }
+        }
+        let mut long = Vec::new();
+        walk(&Cli::command(), "mlcp", &mut long);
+        assert!(
+            long.is_empty(),
+            "lines over 80 columns:\n{}",
+            long.join("\n")
+        );
+
+        // And each root example is a command or a comment of its own.
+        let root = Cli::command().get_after_help().unwrap().to_string();
+        let examples = root
+            .split("\n\n")
+            .find(|block| block.starts_with("Examples:"))
+            .unwrap();
+        for line in examples.lines().skip(1) {
+            assert!(
+                line.starts_with("  mlcp ")
+                    || line.starts_with("  # ")
+                    || line.starts_with("      "),
+                "not a command, comment or continuation: {line:?}"
+            );
+            assert!(
+                !(line.starts_with("  mlcp ") && line.contains(" # ")),
+                "comment beside a command: {line:?}"
+            );
+        }
     }
 }
