@@ -12,8 +12,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::fmt;
+
+use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Provider};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
@@ -122,12 +126,37 @@ pub enum ConfigError {
     PollTooLong(u64),
 }
 
-/// A list written either as `"a,b,c"` or as a TOML array.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A list written either as `"a,b,c"` or as a TOML array. Deserialized by hand (not as an
+/// untagged enum) so that a value of the wrong shape says what was expected, not "data did
+/// not match any variant of untagged enum ListValue".
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum ListValue {
     Text(String),
     Items(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ListValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> Visitor<'de> for Shape {
+            type Value = ListValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of HOST:PORT strings or a comma-separated string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ListValue, E> {
+                Ok(ListValue::Text(text.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ListValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(ListValue::Items(items))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl ListValue {
@@ -139,12 +168,36 @@ impl ListValue {
     }
 }
 
-/// A map written either as `"k=v,k2=v2"` or as a TOML table.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A map written either as `"k=v,k2=v2"` or as a TOML table (deserialized by hand, as
+/// [`ListValue`]).
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum MapValue {
     Text(String),
     Table(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for MapValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> Visitor<'de> for Shape {
+            type Value = MapValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of KEY = \"VALUE\" or a comma-separated KEY=VALUE string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<MapValue, E> {
+                Ok(MapValue::Text(text.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MapValue, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    table.insert(key, value);
+                }
+                Ok(MapValue::Table(table))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl MapValue {
@@ -174,13 +227,42 @@ fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A string that the environment may have typed as a number (`MLCP_AGENT_NODE_ID=7`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A string that the environment may have typed as a number (`MLCP_AGENT_NODE_ID=7`) or a
+/// boolean (deserialized by hand, as [`ListValue`]).
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum Lenient {
     Text(String),
     Int(i64),
     Float(f64),
+}
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl Visitor<'_> for Shape {
+            type Value = Lenient;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Lenient, E> {
+                Ok(Lenient::Text(text.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lenient, E> {
+                Ok(Lenient::Int(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lenient, E> {
+                Ok(i64::try_from(n).map_or_else(|_| Lenient::Text(n.to_string()), Lenient::Int))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<Lenient, E> {
+                Ok(Lenient::Float(x))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Lenient, E> {
+                Ok(Lenient::Text(b.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl Lenient {
@@ -426,10 +508,57 @@ fn describe(error: figment::Error, section: &str, env_prefix: &str, env: &Metada
                 (None, _, Some(source)) => source.to_string(),
                 (None, _, None) => section.to_owned(),
             };
-            format!("{place}: {}", e.kind)
+            format!("{place}: {}", describe_kind(&e.kind))
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// What went wrong with one value, in the words of the file rather than of serde:
+/// "expected a non-negative whole number, got string \"two\"", "unknown value \"xml\";
+/// expected one of: table, json" (figment's own says "unknown variant: found `xml`, expected
+/// `one of `table`, `json``").
+fn describe_kind(kind: &Kind) -> String {
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => format!(
+            "expected {}, got {}",
+            describe_expected(expected),
+            describe_actual(actual)
+        ),
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value {found:?}; expected one of: {}",
+                expected.join(", ")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// serde's name of an expected type, for people ("u32" is "a non-negative whole number").
+fn describe_expected(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        other => other,
+    }
+}
+
+/// The value that was found, as TOML would call it.
+fn describe_actual(actual: &Actual) -> String {
+    match actual {
+        Actual::Bool(b) => format!("boolean {b}"),
+        Actual::Unsigned(n) => format!("integer {n}"),
+        Actual::Signed(n) => format!("integer {n}"),
+        Actual::Float(x) => format!("number {x}"),
+        Actual::Char(c) => format!("string {:?}", c.to_string()),
+        Actual::Str(text) => format!("string {text:?}"),
+        Actual::Seq => "a list".to_owned(),
+        Actual::Map => "a table".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -890,5 +1019,56 @@ mod tests {
         assert_eq!(keys(server), sorted(SERVER_KEYS));
         assert_eq!(keys(agent), sorted(AGENT_KEYS));
         assert_eq!(keys(client), sorted(CLIENT_KEYS));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_reads_like_the_file() {
+        Jail::expect_with(|jail| {
+            type Resolve = fn() -> Result<(), ConfigError>;
+            let cases: [(&str, Resolve, &[&str]); 5] = [
+                (
+                    "[client]\nservers = 7\n",
+                    || client_config(None, &ClientArgs::default()).map(drop),
+                    &[
+                        "client.servers",
+                        "mlcp.toml",
+                        "HOST:PORT",
+                        "comma-separated",
+                        "integer 7",
+                    ],
+                ),
+                (
+                    "[agent.labels]\ngpu = 5\n",
+                    || agent_options(None, &AgentArgs::default()).map(drop),
+                    &["agent.labels.gpu", "expected a string", "integer 5"],
+                ),
+                (
+                    "[client]\noutput = \"xml\"\n",
+                    || client_config(None, &ClientArgs::default()).map(drop),
+                    &["client.output", "\"xml\"", "table", "json"],
+                ),
+                (
+                    "[server]\npeers = 3\n",
+                    || server_options(None, &ServerArgs::default()).map(drop),
+                    &["server.peers", "comma-separated", "integer 3"],
+                ),
+                (
+                    "[server]\ncluster_name = [1]\n",
+                    || server_options(None, &ServerArgs::default()).map(drop),
+                    &["server.cluster_name", "expected a string", "a list"],
+                ),
+            ];
+            for (text, resolve, needles) in cases {
+                jail.create_file("mlcp.toml", text)?;
+                let err = resolve().unwrap_err().to_string();
+                for needle in needles {
+                    assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+                }
+                for internal in ["untagged", "ListValue", "MapValue", "Lenient", "`"] {
+                    assert!(!err.contains(internal), "{text:?}: {err:?}");
+                }
+            }
+            Ok(())
+        });
     }
 }
