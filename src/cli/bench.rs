@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 use super::args::{BenchArgs, OutputFormat};
 use super::client::Client;
 use super::commands;
+use super::config;
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::out::{out, outln};
@@ -69,6 +70,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
 async fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if let Some(servers) = &args.servers {
         let addrs: Vec<String> = servers.split(',').map(|s| s.trim().to_owned()).collect();
+        config::check_servers(&addrs, || "--server".to_owned())?;
         let client = Client::new(addrs, Duration::from_secs(5));
         let leader = leader_address(&client).await?;
         let levels = submit_levels(&leader, args).await?;

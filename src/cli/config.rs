@@ -61,6 +61,15 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// An entry of a controller list (`--server`, `--servers`, `client.servers`,
+    /// `agent.servers`) was not `HOST:PORT` with a port in 1..=65535.
+    #[error("{origin}: entry {entry:?} is not HOST:PORT with a port in 1..=65535")]
+    BadServer {
+        /// Where the list came from: the flag, the variable or the key in the file.
+        origin: String,
+        /// The offending entry.
+        entry: String,
+    },
     /// `server.peers` had an empty entry (`a,,b` or a trailing comma).
     #[error("server.peers: empty entry at position {0} (a doubled or trailing comma?)")]
     EmptyPeer(usize),
@@ -409,15 +418,19 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
-/// The config file layer: `explicit` (from `--config`) must exist; otherwise
-/// [`DEFAULT_CONFIG_FILE`] is used when present in the working directory.
+/// The config file read: `explicit` (from `--config`) must exist; otherwise
+/// [`DEFAULT_CONFIG_FILE`] when present in the working directory.
+fn config_path(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    match explicit {
+        Some(path) if !path.is_file() => Err(ConfigError::MissingFile(path.to_owned())),
+        Some(path) => Ok(Some(path.to_owned())),
+        None => Ok(Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file())),
+    }
+}
+
+/// The config file layer (see [`config_path`]).
 fn file_layer(explicit: Option<&Path>) -> Result<Figment, ConfigError> {
-    let path = match explicit {
-        Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.to_owned())),
-        Some(path) => Some(path.to_owned()),
-        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
-    };
-    Ok(match path {
+    Ok(match config_path(explicit)? {
         Some(path) => {
             check_keys(&path)?;
             Figment::new().merge(Toml::file_exact(path))
@@ -631,6 +644,42 @@ fn peer_authority(addr: &str) -> Option<String> {
     Some(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
+/// Refuses a controller list with an entry that is not `HOST:PORT` (optionally after
+/// `http://` or `https://`) with a port in 1..=65535, naming `origin` and the entry:
+/// `--server 127.0.0.1:99999` would otherwise surface as "connection refused".
+pub fn check_servers(
+    servers: &[String],
+    origin: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    match servers.iter().find(|s| peer_authority(s).is_none()) {
+        Some(entry) => Err(ConfigError::BadServer {
+            origin: origin(),
+            entry: entry.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where the value of `section.key` came from, as the user would look for it: `flag` when
+/// it was given, else its `MLCP_*` variable when set, else the key in the config file.
+fn origin(flag: &str, flag_given: bool, section: &str, key: &str, file: Option<&Path>) -> String {
+    if flag_given {
+        return flag.to_owned();
+    }
+    let var = format!(
+        "MLCP_{}_{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    );
+    if std::env::var_os(&var).is_some() {
+        return format!("{var} ({section}.{key})");
+    }
+    match config_path(file) {
+        Ok(Some(path)) => format!("{section}.{key} in {}", path.display()),
+        _ => format!("{section}.{key}"),
+    }
+}
+
 /// Parses `KEY=VALUE` labels; later entries win.
 pub fn parse_labels(entries: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut labels = BTreeMap::new();
@@ -698,6 +747,15 @@ pub fn agent_options(file: Option<&Path>, flags: &AgentArgs) -> Result<AgentOpti
     if servers.is_empty() {
         return Err(ConfigError::Empty("agent.servers"));
     }
+    check_servers(&servers, || {
+        origin(
+            "--servers",
+            flags.servers.is_some(),
+            "agent",
+            "servers",
+            file,
+        )
+    })?;
     if raw.slots == 0 {
         return Err(ConfigError::Zero("agent.slots"));
     }
@@ -729,6 +787,15 @@ pub fn client_config(file: Option<&Path>, flags: &ClientArgs) -> Result<ClientCo
     if servers.is_empty() {
         return Err(ConfigError::Empty("client.servers"));
     }
+    check_servers(&servers, || {
+        origin(
+            "--server",
+            flags.servers.is_some(),
+            "client",
+            "servers",
+            file,
+        )
+    })?;
     if raw.timeout_ms == 0 {
         return Err(ConfigError::Zero("client.timeout_ms"));
     }
@@ -1068,6 +1135,68 @@ mod tests {
                     assert!(!err.contains(internal), "{text:?}: {err:?}");
                 }
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn server_addresses_are_host_port_with_a_real_port() {
+        Jail::expect_with(|jail| {
+            let flags = ClientArgs {
+                servers: Some("127.0.0.1:50051,127.0.0.1:99999".into()),
+                ..ClientArgs::default()
+            };
+            let err = client_config(None, &flags).unwrap_err().to_string();
+            assert!(
+                err.contains("--server") && err.contains("\"127.0.0.1:99999\""),
+                "{err}"
+            );
+            for bad in ["a:0", "a", "a:", ":1", "a:port"] {
+                let flags = ClientArgs {
+                    servers: Some(bad.into()),
+                    ..ClientArgs::default()
+                };
+                let err = client_config(None, &flags).unwrap_err().to_string();
+                assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+            }
+
+            let flags = AgentArgs {
+                servers: Some("a:1,b:65536".into()),
+                ..AgentArgs::default()
+            };
+            let err = agent_options(None, &flags).unwrap_err().to_string();
+            assert!(
+                err.contains("--servers") && err.contains("\"b:65536\""),
+                "{err}"
+            );
+
+            jail.set_env("MLCP_CLIENT_SERVERS", "c:70000");
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("MLCP_CLIENT_SERVERS") && err.contains("c:70000"),
+                "{err}"
+            );
+            jail.clear_env();
+
+            jail.create_file("mlcp.toml", "[client]\nservers = [\"d:1\", \"e\"]\n")?;
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("client.servers")
+                    && err.contains("mlcp.toml")
+                    && err.contains("\"e\""),
+                "{err}"
+            );
+
+            // Host names, IPv6 and a scheme pass.
+            let flags = ClientArgs {
+                servers: Some("a.example:1,[::1]:2,http://c:3".into()),
+                ..ClientArgs::default()
+            };
+            client_config(None, &flags).map_err(jail_err)?;
             Ok(())
         });
     }
