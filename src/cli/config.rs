@@ -625,8 +625,10 @@ pub fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, ConfigEr
 
 /// `host:port` of a peer address (`HOST:PORT`, `[IPV6]:PORT`, or either after `http://` or
 /// `https://`), the host lower-cased so that two spellings of one address compare equal;
-/// `None` unless the port is a number in 1..=65535 and the host is non-empty.
-fn peer_authority(addr: &str) -> Option<String> {
+/// `None` unless the port is a number in 1..=65535 and the host is non-empty. Also the
+/// check of a member address in `ClusterService.AddMember`, so that `cluster add-learner`
+/// accepts exactly what `--peers` does.
+pub fn peer_authority(addr: &str) -> Option<String> {
     let rest = addr
         .strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
