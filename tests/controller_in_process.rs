@@ -1068,3 +1068,40 @@ fn transfer_leader_to_a_non_voter_names_the_target_and_the_voters() {
         assert_eq!(wait_for_leader(&mut c).await, leader, "leadership stayed");
     });
 }
+
+/// `cluster add-learner 4 notanaddr`: an address that is not HOST:PORT with a port in
+/// 1..=65535 is INVALID_ARGUMENT naming the field, and nothing is committed.
+#[test]
+fn add_member_refuses_an_address_that_is_not_host_port() {
+    with_one_controller(|mut c| async move {
+        wait_for_leader(&mut c).await;
+        for bad in [
+            "notanaddr",
+            "10.0.0.4:99999",
+            "10.0.0.4:0",
+            ":50051",
+            "h:port",
+        ] {
+            let e = c
+                .cluster
+                .add_member(AddMemberRequest {
+                    id: 4,
+                    address: bad.into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+            assert!(
+                e.message().contains("address") && e.message().contains(bad),
+                "{bad}: {e:?}"
+            );
+        }
+        let s = c
+            .cluster
+            .get_cluster_status(GetClusterStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.members.len(), 1, "nothing was added: {:?}", s.members);
+    });
+}

@@ -116,3 +116,44 @@ async fn task_list_limit_0_means_no_limit() {
         stdout(&out)
     );
 }
+
+/// `mlcp task list | head -1`: the reader leaves before the CLI writes. Like other Unix
+/// tools the CLI then ends quietly (status 0, or killed by SIGPIPE = 141 in a shell), not
+/// with a panic about a broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let cluster = started_cluster(ClusterSpec {
+        controllers: 1,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let server = cluster.controllers[0].grpc.to_string();
+    for args in [
+        vec!["task", "list", "--server", &server],
+        vec!["cluster", "status", "--server", &server],
+        vec!["node", "list", "--server", &server, "--output", "json"],
+    ] {
+        // A pipe whose read end is already closed: every write to it fails with EPIPE.
+        let (reader, writer) = nix::unistd::pipe().expect("pipe");
+        drop(reader);
+        let child = tokio::process::Command::new(common::BIN)
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::from(writer))
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mlcp");
+        let out = tokio::time::timeout(common::SOON, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("mlcp {args:?} did not finish"))
+            .expect("wait for mlcp");
+        let quiet = out.status.success()
+            || out.status.code() == Some(141)
+            || out.status.signal() == Some(nix::sys::signal::Signal::SIGPIPE as i32);
+        assert!(quiet, "{args:?}: {:?}: {}", out.status, stderr(&out));
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}

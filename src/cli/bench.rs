@@ -24,8 +24,10 @@ use tonic::transport::Channel;
 use super::args::{BenchArgs, OutputFormat};
 use super::client::Client;
 use super::commands;
+use super::config;
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
@@ -68,6 +70,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
 async fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if let Some(servers) = &args.servers {
         let addrs: Vec<String> = servers.split(',').map(|s| s.trim().to_owned()).collect();
+        config::check_servers(&addrs, || "--server".to_owned())?;
         let client = Client::new(addrs, Duration::from_secs(5));
         let leader = leader_address(&client).await?;
         let levels = submit_levels(&leader, args).await?;
@@ -191,7 +194,8 @@ async fn submit_level(
     let channels = connect(leader, clients.min(CONNECTIONS_MAX)).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let until = started + duration;
+    // A level too long for the clock (`--duration-secs 18446744073709551615`) has no end.
+    let until = started.checked_add(duration);
     let mut workers = Vec::with_capacity(clients);
     for c in 0..clients {
         let mut svc = TaskServiceClient::new(channels[c % channels.len()].clone());
@@ -199,7 +203,7 @@ async fn submit_level(
         workers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_max(LATENCY_US_MAX, 3).expect("valid bounds");
             let mut errors = 0u64;
-            while Instant::now() < until {
+            while until.is_none_or(|u| Instant::now() < u) {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
                 match svc.submit_task(echo_request(UNPLACEABLE_REGION, i)).await {
@@ -386,7 +390,7 @@ fn report(
                     "failed_attempts": f.failed_attempts,
                 })),
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("serializable")
             );
@@ -412,9 +416,9 @@ fn report(
                     format!("{:.2}", l.max_ms),
                 ]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render());
             if let Some(e) = e2e {
-                println!(
+                outln!(
                     "end to end: {} echo tasks completed in {:.2}s = {:.0} tasks/s",
                     e.tasks,
                     e.seconds,
@@ -422,9 +426,12 @@ fn report(
                 );
             }
             if let Some(f) = failover {
-                println!(
+                outln!(
                     "failover: SIGKILL of leader {} to first successful write {:.0} ms (new leader {}, {} failed attempts)",
-                    f.old_leader, f.ms, f.new_leader, f.failed_attempts
+                    f.old_leader,
+                    f.ms,
+                    f.new_leader,
+                    f.failed_attempts
                 );
             }
         }

@@ -33,11 +33,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::args::OutputFormat;
+use super::args::{OutputFormat, non_negative_f64, unsigned};
 use super::client::Client;
 use super::commands;
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::proto::node_service_client::NodeServiceClient;
@@ -77,28 +78,29 @@ pub enum LivenessPhase {
 #[derive(Debug, Args)]
 pub struct BenchLivenessArgs {
     /// Most simulated agents; steps above it are skipped and it is added as the last step.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub agents_max: usize,
     /// Simulated-agent counts to step through (capped by --agents-max).
     #[arg(
         long,
         value_name = "N,…",
         default_value = "500,1000,2000,5000,10000",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_negative_numbers = true, value_parser = unsigned::<usize>
     )]
     pub steps: Vec<usize>,
     /// Seconds of steady heartbeating measured per step.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub window_secs: u64,
     /// HTTP/2 connections the simulated agents share.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
     pub connections: usize,
     /// Heartbeat p99 a step must stay under to count as held, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 50.0)]
+    #[arg(long, value_name = "MS", default_value_t = 50.0, allow_negative_numbers = true, value_parser = non_negative_f64)]
     pub p99_target_ms: f64,
     /// Stale timeout given to the controllers (`--node-stale-after-ms`) [default: the
     /// server's, 10000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = unsigned::<u64>)]
     pub stale_after_ms: Option<u64>,
     /// Phases to run.
     #[arg(long, value_enum, default_value = "all")]
@@ -829,7 +831,7 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                     "kill_to_running_elsewhere_ms": f.running_ms,
                 })),
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("serializable")
             );
@@ -874,13 +876,13 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                 ]);
             }
             if !steps.is_empty() {
-                print!("{}", table.render());
+                out!("{}", table.render());
                 match held_max {
-                    Some(n) => println!("held: {n} agents with heartbeat p99 < {target} ms"),
-                    None => println!("held: no step met heartbeat p99 < {target} ms"),
+                    Some(n) => outln!("held: {n} agents with heartbeat p99 < {target} ms"),
+                    None => outln!("held: no step met heartbeat p99 < {target} ms"),
                 }
                 for s in steps.iter().filter(|s| s.sample_error.is_some()) {
-                    println!(
+                    outln!(
                         "{} agents, first error: {}",
                         s.agents,
                         s.sample_error.as_deref().unwrap_or_default()
@@ -888,7 +890,7 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
                 }
             }
             if let Some(f) = failover {
-                println!(
+                outln!(
                     "failover: SIGKILL of an agent running {} task(s) to all RUNNING elsewhere: {:.0} ms\n  \
                      kill → UNHEALTHY + requeued: {:.0} ms (stale timeout {} ms, last heartbeat {:.0} ms before the kill, scan every 500 ms)\n  \
                      → ASSIGNED to the survivor: {:.0} ms (placement)\n  \

@@ -120,7 +120,8 @@ impl Client {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        // A timeout too long for the clock (`--timeout-ms` near u64::MAX) is no deadline.
+        let deadline = Instant::now().checked_add(self.timeout);
         loop {
             let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
             let mut tried: Vec<(String, String)> = Vec::new();
@@ -143,7 +144,7 @@ impl Client {
             }
             match last_busy {
                 None => return Err(CliError::NoServer { tried }),
-                Some(status) if Instant::now() + ROUND_PAUSE >= deadline => {
+                Some(status) if deadline.is_some_and(|d| Instant::now() + ROUND_PAUSE >= d) => {
                     return Err(status.into());
                 }
                 Some(_) => tokio::time::sleep(ROUND_PAUSE).await,

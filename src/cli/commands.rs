@@ -14,6 +14,7 @@ use super::client::Client;
 use super::config::{self, ClientConfig};
 use super::error::CliError;
 use super::json;
+use super::out::{out, outln};
 use super::table::{Table, span, truncate, unix_ms};
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
@@ -26,6 +27,9 @@ use crate::proto::{
 
 /// How often `task submit --wait` polls the task.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest `task submit --wait` reads a task it just submitted as "not visible yet" when
+/// the read answers NOT_FOUND (a linearizable read should see it at once).
+const NOT_VISIBLE_GRACE: Duration = Duration::from_secs(30);
 /// Largest page asked of ListTasks (the server caps pages at 1000).
 const LIST_PAGE_SIZE_MAX: u32 = 1000;
 
@@ -35,7 +39,7 @@ fn setup(file: Option<&Path>, args: &ClientArgs) -> Result<(Client, ClientConfig
 }
 
 fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
     );
@@ -118,8 +122,8 @@ pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliEr
             match cfg.output {
                 OutputFormat::Json => print_json(&json::list_tasks_response(&response)),
                 OutputFormat::Table => {
-                    print!("{}", task_table(&response.tasks).render());
-                    println!(
+                    out!("{}", task_table(&response.tasks).render());
+                    outln!(
                         "{} of {} task(s)",
                         response.tasks.len(),
                         response.total_count
@@ -290,14 +294,38 @@ async fn submit(args: TaskSubmitArgs, file: Option<&Path>) -> Result<(), CliErro
 }
 
 /// Polls a task until it is terminal (or `within` passes).
+///
+/// Every read is linearizable (`consistent`, through the leader): the task was just
+/// submitted, and a member's own applied state may not have it yet. A NOT_FOUND before the
+/// task was first seen still means "not visible yet" (the read landed before the submission
+/// applied there), not "no such task"; it is retried until the wait's deadline, at most
+/// [`NOT_VISIBLE_GRACE`], and then reported.
 pub async fn wait_for_terminal(
     client: &Client,
     task_id: &str,
     within: Option<Duration>,
 ) -> Result<Task, CliError> {
-    let deadline = within.map(|w| tokio::time::Instant::now() + w);
+    let started = tokio::time::Instant::now();
+    // A wait too long for the clock to represent (`--wait-timeout-secs 18446744073709551615`)
+    // is no deadline at all.
+    let deadline = within.and_then(|w| started.checked_add(w));
+    let invisible_until = deadline.map_or(started + NOT_VISIBLE_GRACE, |d| {
+        d.min(started + NOT_VISIBLE_GRACE)
+    });
+    let mut seen = false;
     loop {
-        let task = get_task(client, task_id, false).await?;
+        let task = match get_task(client, task_id, true).await {
+            Ok(task) => task,
+            Err(CliError::Status {
+                code: tonic::Code::NotFound,
+                ..
+            }) if !seen && tokio::time::Instant::now() < invisible_until => {
+                tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        seen = true;
         if is_terminal(task.status) {
             return Ok(task);
         }
@@ -376,7 +404,7 @@ pub fn task_table(tasks: &[Task]) -> Table {
 
 fn print_task_detail(task: Option<&Task>) {
     let Some(t) = task else {
-        println!("(no task in the response)");
+        outln!("(no task in the response)");
         return;
     };
     let mut table = Table::new(["FIELD", "VALUE"]);
@@ -410,7 +438,7 @@ fn print_task_detail(task: Option<&Task>) {
     for (field, value) in rows {
         table.row([field.to_owned(), value]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render());
     if !t.attempts.is_empty() {
         let mut attempts = Table::new(["ATTEMPT", "NODE", "ASSIGNED", "RAN", "OUTCOME", "ERROR"]);
         for a in &t.attempts {
@@ -423,8 +451,8 @@ fn print_task_detail(task: Option<&Task>) {
                 truncate(&a.error, 40),
             ]);
         }
-        println!();
-        print!("{}", attempts.render());
+        outln!();
+        out!("{}", attempts.render());
     }
 }
 
@@ -443,7 +471,7 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
                 .into_inner();
             match cfg.output {
                 OutputFormat::Json => print_json(&json::list_nodes_response(&response)),
-                OutputFormat::Table => print!("{}", node_table(&response.nodes).render()),
+                OutputFormat::Table => out!("{}", node_table(&response.nodes).render()),
             }
             Ok(())
         }
@@ -469,8 +497,8 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
             match cfg.output {
                 OutputFormat::Json => print_json(&json::drain_node_response(&response)),
                 OutputFormat::Table => {
-                    print!("{}", node_table(response.node.as_slice()).render());
-                    println!("{} task(s) still running on {id}", response.remaining_tasks);
+                    out!("{}", node_table(response.node.as_slice()).render());
+                    outln!("{} task(s) still running on {id}", response.remaining_tasks);
                 }
             }
             Ok(())
@@ -541,7 +569,7 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
             let status = cluster_status(&client).await?;
             match cfg.output {
                 OutputFormat::Json => print_json(&json::cluster_status_response(&status)),
-                OutputFormat::Table => print!("{}", render_cluster_status(&status)),
+                OutputFormat::Table => out!("{}", render_cluster_status(&status)),
             }
             Ok(())
         }
@@ -559,9 +587,10 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
                 OutputFormat::Json => print_json(&json::transfer_leader_response(&response)),
                 OutputFormat::Table => {
                     let leader = response.leader.unwrap_or_default();
-                    println!(
+                    outln!(
                         "leader is now {} at {}",
-                        leader.leader_id, leader.leader_address
+                        leader.leader_id,
+                        leader.leader_address
                     );
                 }
             }
@@ -621,7 +650,7 @@ pub async fn cluster(command: ClusterCommand, file: Option<&Path>) -> Result<(),
 fn print_members(members: &[crate::proto::Member], output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&json::members_response(members)),
-        OutputFormat::Table => print!("{}", member_table(members, 0).render()),
+        OutputFormat::Table => out!("{}", member_table(members, 0).render()),
     }
 }
 
@@ -687,4 +716,152 @@ pub fn render_cluster_status(s: &GetClusterStatusResponse) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::proto::task_service_server::{TaskService, TaskServiceServer};
+    use crate::proto::{
+        CancelTaskResponse, GetTaskResponse, SubmitTaskResponse, WatchTaskRequest,
+        WatchTaskResponse,
+    };
+
+    /// A member that lags: its own applied state (a non-consistent read) does not have the
+    /// task, and even a consistent read misses it the first `invisible_reads` times (the
+    /// submission committed, not yet visible where the read lands).
+    #[derive(Clone)]
+    struct LaggingMember {
+        invisible_reads: u32,
+        consistent_reads: Arc<AtomicU32>,
+    }
+
+    type WatchStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchTaskResponse, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl TaskService for LaggingMember {
+        async fn submit_task(
+            &self,
+            _: Request<SubmitTaskRequest>,
+        ) -> Result<Response<SubmitTaskResponse>, Status> {
+            Err(Status::unimplemented("submit"))
+        }
+
+        async fn get_task(
+            &self,
+            req: Request<GetTaskRequest>,
+        ) -> Result<Response<GetTaskResponse>, Status> {
+            let req = req.into_inner();
+            let missing = || Status::not_found(format!("task {} not found", req.task_id));
+            if !req.consistent {
+                return Err(missing());
+            }
+            if self.consistent_reads.fetch_add(1, Ordering::SeqCst) < self.invisible_reads {
+                return Err(missing());
+            }
+            Ok(Response::new(GetTaskResponse {
+                task: Some(Task {
+                    task_id: req.task_id,
+                    status: TaskStatus::Completed as i32,
+                    ..Task::default()
+                }),
+            }))
+        }
+
+        async fn list_tasks(
+            &self,
+            _: Request<ListTasksRequest>,
+        ) -> Result<Response<ListTasksResponse>, Status> {
+            Err(Status::unimplemented("list"))
+        }
+
+        async fn cancel_task(
+            &self,
+            _: Request<CancelTaskRequest>,
+        ) -> Result<Response<CancelTaskResponse>, Status> {
+            Err(Status::unimplemented("cancel"))
+        }
+
+        type WatchTaskStream = WatchStream;
+
+        async fn watch_task(
+            &self,
+            _: Request<WatchTaskRequest>,
+        ) -> Result<Response<Self::WatchTaskStream>, Status> {
+            Err(Status::unimplemented("watch"))
+        }
+    }
+
+    /// Serves `member` on a loopback port for the rest of the test; returns a client of it.
+    async fn serve(member: LaggingMember) -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TaskServiceServer::new(member))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        Client::new(vec![addr.to_string()], Duration::from_secs(5))
+    }
+
+    const TASK_ID: &str = "01890000-0000-7000-8000-000000000001";
+
+    #[tokio::test]
+    async fn wait_reads_consistently_and_rides_out_a_task_not_yet_visible() {
+        let member = LaggingMember {
+            invisible_reads: 2,
+            consistent_reads: Arc::default(),
+        };
+        let reads = member.consistent_reads.clone();
+        let client = serve(member).await;
+        let done = tokio::time::timeout(
+            Duration::from_secs(20),
+            wait_for_terminal(&client, TASK_ID, Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("the wait ends")
+        .expect("a task not visible yet is waited for, not reported missing");
+        assert_eq!(done.status, TaskStatus::Completed as i32);
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "every read was consistent");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_shows_up_fails_the_wait_at_its_deadline() {
+        let client = serve(LaggingMember {
+            invisible_reads: u32::MAX,
+            consistent_reads: Arc::default(),
+        })
+        .await;
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            wait_for_terminal(&client, TASK_ID, Some(Duration::from_millis(600))),
+        )
+        .await
+        .expect("the wait ends at its deadline")
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not found") && err.contains(TASK_ID), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_wait_timeout_too_large_for_the_clock_is_no_deadline_not_a_panic() {
+        // Nothing listens here: the wait ends with "no reachable server" instead of
+        // overflowing `Instant + Duration` first.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let client = Client::new(vec![addr], Duration::from_secs(2));
+        let err = wait_for_terminal(&client, TASK_ID, Some(Duration::from_secs(u64::MAX)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CliError::NoServer { .. }), "{err}");
+    }
 }

@@ -12,8 +12,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::fmt;
+
+use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Provider};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
@@ -57,6 +61,15 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// An entry of a controller list (`--server`, `--servers`, `client.servers`,
+    /// `agent.servers`) was not `HOST:PORT` with a port in 1..=65535.
+    #[error("{origin}: entry {entry:?} is not HOST:PORT with a port in 1..=65535")]
+    BadServer {
+        /// Where the list came from: the flag, the variable or the key in the file.
+        origin: String,
+        /// The offending entry.
+        entry: String,
+    },
     /// `server.peers` had an empty entry (`a,,b` or a trailing comma).
     #[error("server.peers: empty entry at position {0} (a doubled or trailing comma?)")]
     EmptyPeer(usize),
@@ -85,17 +98,74 @@ pub enum ConfigError {
     /// A list that must not be empty was empty.
     #[error("{0} is empty")]
     Empty(&'static str),
+    /// The config file has a top-level key or table other than `[server]`, `[agent]` and
+    /// `[client]` (a typo such as `[serverr]` would otherwise be ignored).
+    #[error("{file}: unknown {what} {name:?}; the tables are [server], [agent] and [client]")]
+    UnknownTable {
+        /// The config file.
+        file: String,
+        /// "table" or "top-level key".
+        what: &'static str,
+        /// The name as written.
+        name: String,
+    },
+    /// A table of the config file has a key that no setting reads (a typo such as
+    /// `nodeid` would otherwise be ignored).
+    #[error("{file}: unknown key {key:?} in [{table}]; valid keys: {valid}")]
+    UnknownKey {
+        /// The config file.
+        file: String,
+        /// The table, e.g. `server`.
+        table: &'static str,
+        /// The key as written.
+        key: String,
+        /// The keys the table has, comma-separated.
+        valid: String,
+    },
+    /// `server`, `agent` or `client` in the config file is a value, not a table.
+    #[error("{file}: {table} must be a table ([{table}]), not a single value")]
+    NotATable {
+        /// The config file.
+        file: String,
+        /// The table's name.
+        table: &'static str,
+    },
     /// The long-poll wait exceeded the server's cap.
     #[error("agent.poll_timeout_ms {0} is over the maximum of {max}", max = POLL_TIMEOUT_MS_MAX)]
     PollTooLong(u64),
 }
 
-/// A list written either as `"a,b,c"` or as a TOML array.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A list written either as `"a,b,c"` or as a TOML array. Deserialized by hand (not as an
+/// untagged enum) so that a value of the wrong shape says what was expected, not "data did
+/// not match any variant of untagged enum ListValue".
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum ListValue {
     Text(String),
     Items(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ListValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> Visitor<'de> for Shape {
+            type Value = ListValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of HOST:PORT strings or a comma-separated string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ListValue, E> {
+                Ok(ListValue::Text(text.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ListValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(ListValue::Items(items))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl ListValue {
@@ -107,12 +177,36 @@ impl ListValue {
     }
 }
 
-/// A map written either as `"k=v,k2=v2"` or as a TOML table.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A map written either as `"k=v,k2=v2"` or as a TOML table (deserialized by hand, as
+/// [`ListValue`]).
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum MapValue {
     Text(String),
     Table(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for MapValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> Visitor<'de> for Shape {
+            type Value = MapValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of KEY = \"VALUE\" or a comma-separated KEY=VALUE string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<MapValue, E> {
+                Ok(MapValue::Text(text.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MapValue, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    table.insert(key, value);
+                }
+                Ok(MapValue::Table(table))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl MapValue {
@@ -142,13 +236,42 @@ fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A string that the environment may have typed as a number (`MLCP_AGENT_NODE_ID=7`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A string that the environment may have typed as a number (`MLCP_AGENT_NODE_ID=7`) or a
+/// boolean (deserialized by hand, as [`ListValue`]).
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 enum Lenient {
     Text(String),
     Int(i64),
     Float(f64),
+}
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl Visitor<'_> for Shape {
+            type Value = Lenient;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Lenient, E> {
+                Ok(Lenient::Text(text.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lenient, E> {
+                Ok(Lenient::Int(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lenient, E> {
+                Ok(i64::try_from(n).map_or_else(|_| Lenient::Text(n.to_string()), Lenient::Int))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<Lenient, E> {
+                Ok(Lenient::Float(x))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Lenient, E> {
+                Ok(Lenient::Text(b.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl Lenient {
@@ -160,6 +283,39 @@ impl Lenient {
         }
     }
 }
+
+/// The keys of the `[server]` table: the fields of [`ServerFile`].
+const SERVER_KEYS: &[&str] = &[
+    "node_id",
+    "listen",
+    "peers",
+    "data_dir",
+    "http_listen",
+    "cluster_name",
+    "tick_ms",
+    "node_stale_after_ms",
+    "snapshot_every_entries",
+];
+/// The keys of the `[agent]` table: the fields of [`AgentFile`].
+const AGENT_KEYS: &[&str] = &[
+    "node_id",
+    "servers",
+    "address",
+    "cloud_provider",
+    "region",
+    "slots",
+    "labels",
+    "poll_timeout_ms",
+    "shutdown_grace_ms",
+];
+/// The keys of the `[client]` table: the fields of [`ClientFile`].
+const CLIENT_KEYS: &[&str] = &["servers", "output", "timeout_ms"];
+/// The tables of a config file and their keys.
+const TABLES: [(&str, &[&str]); 3] = [
+    ("server", SERVER_KEYS),
+    ("agent", AGENT_KEYS),
+    ("client", CLIENT_KEYS),
+];
 
 /// The `[server]` table.
 #[derive(Debug, Deserialize, Serialize)]
@@ -262,18 +418,61 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
-/// The config file layer: `explicit` (from `--config`) must exist; otherwise
-/// [`DEFAULT_CONFIG_FILE`] is used when present in the working directory.
+/// The config file read: `explicit` (from `--config`) must exist; otherwise
+/// [`DEFAULT_CONFIG_FILE`] when present in the working directory.
+fn config_path(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    match explicit {
+        Some(path) if !path.is_file() => Err(ConfigError::MissingFile(path.to_owned())),
+        Some(path) => Ok(Some(path.to_owned())),
+        None => Ok(Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file())),
+    }
+}
+
+/// The config file layer (see [`config_path`]).
 fn file_layer(explicit: Option<&Path>) -> Result<Figment, ConfigError> {
-    let path = match explicit {
-        Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.to_owned())),
-        Some(path) => Some(path.to_owned()),
-        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
-    };
-    Ok(match path {
-        Some(path) => Figment::new().merge(Toml::file_exact(path)),
+    Ok(match config_path(explicit)? {
+        Some(path) => {
+            check_keys(&path)?;
+            Figment::new().merge(Toml::file_exact(path))
+        }
         None => Figment::new(),
     })
+}
+
+/// Refuses a config file with a table or key that nothing reads: a misspelt key would
+/// otherwise leave its setting at the default without a word. The whole file is checked,
+/// whichever role reads it. Tables whose keys are free (`[server.peers]`, `[agent.labels]`)
+/// are not looked into. A file that is not TOML is left to the extraction to report.
+fn check_keys(path: &Path) -> Result<(), ConfigError> {
+    let Ok(data) = Toml::file_exact(path).data() else {
+        return Ok(());
+    };
+    let file = path.display().to_string();
+    for (name, value) in data.values().flat_map(|dict| dict.iter()) {
+        let Some(&(table, keys)) = TABLES.iter().find(|(table, _)| table == name) else {
+            return Err(ConfigError::UnknownTable {
+                file,
+                what: if value.as_dict().is_some() {
+                    "table"
+                } else {
+                    "top-level key"
+                },
+                name: name.clone(),
+            });
+        };
+        let Some(dict) = value.as_dict() else {
+            return Err(ConfigError::NotATable { file, table });
+        };
+        if let Some(key) = dict.keys().find(|key| !keys.contains(&key.as_str())) {
+            return Err(ConfigError::UnknownKey {
+                file,
+                table,
+                key: key.clone(),
+                valid: keys.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Defaults < file `[section]` < `MLCP_<SECTION>_*` < flags, extracted as `T`.
@@ -322,10 +521,57 @@ fn describe(error: figment::Error, section: &str, env_prefix: &str, env: &Metada
                 (None, _, Some(source)) => source.to_string(),
                 (None, _, None) => section.to_owned(),
             };
-            format!("{place}: {}", e.kind)
+            format!("{place}: {}", describe_kind(&e.kind))
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// What went wrong with one value, in the words of the file rather than of serde:
+/// "expected a non-negative whole number, got string \"two\"", "unknown value \"xml\";
+/// expected one of: table, json" (figment's own says "unknown variant: found `xml`, expected
+/// `one of `table`, `json``").
+fn describe_kind(kind: &Kind) -> String {
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => format!(
+            "expected {}, got {}",
+            describe_expected(expected),
+            describe_actual(actual)
+        ),
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value {found:?}; expected one of: {}",
+                expected.join(", ")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// serde's name of an expected type, for people ("u32" is "a non-negative whole number").
+fn describe_expected(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        other => other,
+    }
+}
+
+/// The value that was found, as TOML would call it.
+fn describe_actual(actual: &Actual) -> String {
+    match actual {
+        Actual::Bool(b) => format!("boolean {b}"),
+        Actual::Unsigned(n) => format!("integer {n}"),
+        Actual::Signed(n) => format!("integer {n}"),
+        Actual::Float(x) => format!("number {x}"),
+        Actual::Char(c) => format!("string {:?}", c.to_string()),
+        Actual::Str(text) => format!("string {text:?}"),
+        Actual::Seq => "a list".to_owned(),
+        Actual::Map => "a table".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -379,8 +625,10 @@ pub fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, ConfigEr
 
 /// `host:port` of a peer address (`HOST:PORT`, `[IPV6]:PORT`, or either after `http://` or
 /// `https://`), the host lower-cased so that two spellings of one address compare equal;
-/// `None` unless the port is a number in 1..=65535 and the host is non-empty.
-fn peer_authority(addr: &str) -> Option<String> {
+/// `None` unless the port is a number in 1..=65535 and the host is non-empty. Also the
+/// check of a member address in `ClusterService.AddMember`, so that `cluster add-learner`
+/// accepts exactly what `--peers` does.
+pub fn peer_authority(addr: &str) -> Option<String> {
     let rest = addr
         .strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
@@ -396,6 +644,42 @@ fn peer_authority(addr: &str) -> Option<String> {
         return None;
     }
     Some(format!("{}:{port}", host.to_ascii_lowercase()))
+}
+
+/// Refuses a controller list with an entry that is not `HOST:PORT` (optionally after
+/// `http://` or `https://`) with a port in 1..=65535, naming `origin` and the entry:
+/// `--server 127.0.0.1:99999` would otherwise surface as "connection refused".
+pub fn check_servers(
+    servers: &[String],
+    origin: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    match servers.iter().find(|s| peer_authority(s).is_none()) {
+        Some(entry) => Err(ConfigError::BadServer {
+            origin: origin(),
+            entry: entry.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where the value of `section.key` came from, as the user would look for it: `flag` when
+/// it was given, else its `MLCP_*` variable when set, else the key in the config file.
+fn origin(flag: &str, flag_given: bool, section: &str, key: &str, file: Option<&Path>) -> String {
+    if flag_given {
+        return flag.to_owned();
+    }
+    let var = format!(
+        "MLCP_{}_{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    );
+    if std::env::var_os(&var).is_some() {
+        return format!("{var} ({section}.{key})");
+    }
+    match config_path(file) {
+        Ok(Some(path)) => format!("{section}.{key} in {}", path.display()),
+        _ => format!("{section}.{key}"),
+    }
 }
 
 /// Parses `KEY=VALUE` labels; later entries win.
@@ -465,6 +749,15 @@ pub fn agent_options(file: Option<&Path>, flags: &AgentArgs) -> Result<AgentOpti
     if servers.is_empty() {
         return Err(ConfigError::Empty("agent.servers"));
     }
+    check_servers(&servers, || {
+        origin(
+            "--servers",
+            flags.servers.is_some(),
+            "agent",
+            "servers",
+            file,
+        )
+    })?;
     if raw.slots == 0 {
         return Err(ConfigError::Zero("agent.slots"));
     }
@@ -496,6 +789,15 @@ pub fn client_config(file: Option<&Path>, flags: &ClientArgs) -> Result<ClientCo
     if servers.is_empty() {
         return Err(ConfigError::Empty("client.servers"));
     }
+    check_servers(&servers, || {
+        origin(
+            "--server",
+            flags.servers.is_some(),
+            "client",
+            "servers",
+            file,
+        )
+    })?;
     if raw.timeout_ms == 0 {
         return Err(ConfigError::Zero("client.timeout_ms"));
     }
@@ -717,6 +1019,186 @@ mod tests {
             };
             let cfg = client_config(None, &flags).map_err(jail_err)?;
             assert_eq!(cfg.servers, vec!["c:3", "d:4"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_or_table_in_the_file_is_refused_by_name() {
+        Jail::expect_with(|jail| {
+            let cases = [
+                ("[server]\nnodeid = 3\n", "nodeid", "node_id"),
+                ("[serverr]\nnode_id = 3\n", "serverr", "server"),
+                ("node_id = 3\n", "node_id", "server"),
+                ("[agent]\nslot = 3\n", "slot", "slots"),
+                ("[client]\nserver = \"a:1\"\n", "server", "servers"),
+            ];
+            for (text, key, valid) in cases {
+                jail.create_file("mlcp.toml", text)?;
+                let err = match server_options(None, &ServerArgs::default()) {
+                    Ok(opts) => panic!("{text:?} accepted: {opts:?}"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    err.contains(&format!("{key:?}"))
+                        && err.contains("mlcp.toml")
+                        && err.contains(valid),
+                    "{text:?}: {err}"
+                );
+                // The whole file is checked, whichever role reads it.
+                assert!(
+                    client_config(None, &ClientArgs::default()).is_err(),
+                    "{text:?}"
+                );
+            }
+            jail.create_file("mlcp.toml", "server = 3\n")?;
+            let err = server_options(None, &ServerArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server must be a table"), "{err}");
+
+            // Tables of free-form keys stay free-form.
+            jail.create_file(
+                "mlcp.toml",
+                "[server.peers]\n1 = \"127.0.0.1:1\"\n[agent.labels]\nanything = \"x\"\n",
+            )?;
+            server_options(None, &ServerArgs::default()).map_err(jail_err)?;
+            agent_options(None, &AgentArgs::default()).map_err(jail_err)?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_of_a_table_is_known() {
+        // The keys the file check allows are exactly the fields of each table.
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let sorted = |list: &[&str]| {
+            let mut list: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+            list.sort();
+            list
+        };
+        let json = |v: serde_json::Result<serde_json::Value>| v.unwrap();
+        let server = json(serde_json::to_value(ServerFile::default()));
+        let agent = json(serde_json::to_value(AgentFile::default()));
+        let client = json(serde_json::to_value(ClientFile::default()));
+        assert_eq!(keys(server), sorted(SERVER_KEYS));
+        assert_eq!(keys(agent), sorted(AGENT_KEYS));
+        assert_eq!(keys(client), sorted(CLIENT_KEYS));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_reads_like_the_file() {
+        Jail::expect_with(|jail| {
+            type Resolve = fn() -> Result<(), ConfigError>;
+            let cases: [(&str, Resolve, &[&str]); 5] = [
+                (
+                    "[client]\nservers = 7\n",
+                    || client_config(None, &ClientArgs::default()).map(drop),
+                    &[
+                        "client.servers",
+                        "mlcp.toml",
+                        "HOST:PORT",
+                        "comma-separated",
+                        "integer 7",
+                    ],
+                ),
+                (
+                    "[agent.labels]\ngpu = 5\n",
+                    || agent_options(None, &AgentArgs::default()).map(drop),
+                    &["agent.labels.gpu", "expected a string", "integer 5"],
+                ),
+                (
+                    "[client]\noutput = \"xml\"\n",
+                    || client_config(None, &ClientArgs::default()).map(drop),
+                    &["client.output", "\"xml\"", "table", "json"],
+                ),
+                (
+                    "[server]\npeers = 3\n",
+                    || server_options(None, &ServerArgs::default()).map(drop),
+                    &["server.peers", "comma-separated", "integer 3"],
+                ),
+                (
+                    "[server]\ncluster_name = [1]\n",
+                    || server_options(None, &ServerArgs::default()).map(drop),
+                    &["server.cluster_name", "expected a string", "a list"],
+                ),
+            ];
+            for (text, resolve, needles) in cases {
+                jail.create_file("mlcp.toml", text)?;
+                let err = resolve().unwrap_err().to_string();
+                for needle in needles {
+                    assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+                }
+                for internal in ["untagged", "ListValue", "MapValue", "Lenient", "`"] {
+                    assert!(!err.contains(internal), "{text:?}: {err:?}");
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn server_addresses_are_host_port_with_a_real_port() {
+        Jail::expect_with(|jail| {
+            let flags = ClientArgs {
+                servers: Some("127.0.0.1:50051,127.0.0.1:99999".into()),
+                ..ClientArgs::default()
+            };
+            let err = client_config(None, &flags).unwrap_err().to_string();
+            assert!(
+                err.contains("--server") && err.contains("\"127.0.0.1:99999\""),
+                "{err}"
+            );
+            for bad in ["a:0", "a", "a:", ":1", "a:port"] {
+                let flags = ClientArgs {
+                    servers: Some(bad.into()),
+                    ..ClientArgs::default()
+                };
+                let err = client_config(None, &flags).unwrap_err().to_string();
+                assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+            }
+
+            let flags = AgentArgs {
+                servers: Some("a:1,b:65536".into()),
+                ..AgentArgs::default()
+            };
+            let err = agent_options(None, &flags).unwrap_err().to_string();
+            assert!(
+                err.contains("--servers") && err.contains("\"b:65536\""),
+                "{err}"
+            );
+
+            jail.set_env("MLCP_CLIENT_SERVERS", "c:70000");
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("MLCP_CLIENT_SERVERS") && err.contains("c:70000"),
+                "{err}"
+            );
+            jail.clear_env();
+
+            jail.create_file("mlcp.toml", "[client]\nservers = [\"d:1\", \"e\"]\n")?;
+            let err = client_config(None, &ClientArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("client.servers")
+                    && err.contains("mlcp.toml")
+                    && err.contains("\"e\""),
+                "{err}"
+            );
+
+            // Host names, IPv6 and a scheme pass.
+            let flags = ClientArgs {
+                servers: Some("a.example:1,[::1]:2,http://c:3".into()),
+                ..ClientArgs::default()
+            };
+            client_config(None, &flags).map_err(jail_err)?;
             Ok(())
         });
     }

@@ -20,6 +20,7 @@ use super::client::Client;
 use super::commands::{self, render_cluster_status};
 use super::error::CliError;
 use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::agent::verify_matmul;
@@ -44,7 +45,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let binary = std::env::current_exe().map_err(CliError::io("finding the mlcp executable"))?;
     let mut cluster = LocalCluster::new(binary, ClusterSpec::default())
         .map_err(CliError::io("creating the demo's temp dir"))?;
-    println!("mlcp demo: working in {}", cluster.dir().display());
+    outln!("mlcp demo: working in {}", cluster.dir().display());
     let outcome = tokio::select! {
         outcome = drive(&mut cluster, &args) => outcome,
         signal = signals::wait_for_signal() => {
@@ -57,7 +58,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     cluster.kill_all();
     if args.keep_dir {
         cluster.keep_dir();
-        println!("kept {} (data dirs and logs/)", cluster.dir().display());
+        outln!("kept {} (data dirs and logs/)", cluster.dir().display());
     }
     drop(cluster);
     outcome
@@ -99,7 +100,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
     cluster
         .start_controllers()
         .map_err(CliError::io("starting controllers"))?;
-    println!(
+    outln!(
         "{} started 3 controllers: {}",
         stamp(),
         cluster.peers_flag()
@@ -109,7 +110,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         .wait_for_leader(&all, STARTUP_WITHIN)
         .await
         .map_err(failed)?;
-    println!(
+    outln!(
         "{} controller {} is the leader (term {})",
         stamp(),
         leader.status.self_id,
@@ -123,19 +124,20 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
     }
     let client = cluster.client(Duration::from_secs(5));
     wait_for_agents(&client, args.agents).await?;
-    println!("{} {} agents registered and healthy", stamp(), args.agents);
+    outln!("{} {} agents registered and healthy", stamp(), args.agents);
 
     let mut ids = Vec::with_capacity(args.tasks);
     for i in 0..args.tasks {
         ids.push(submit(&client, i).await?);
     }
-    println!(
+    outln!(
         "{} submitted {} matmul tasks (n = 256…1024, f32 and f64)",
         stamp(),
         args.tasks
     );
 
-    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    // A deadline too far for the clock (`--deadline-secs 18446744073709551615`) is none.
+    let deadline = Instant::now().checked_add(Duration::from_secs(args.deadline_secs));
     let mut survivors: Vec<usize> = all.to_vec();
     let mut killed = false;
     let mut last_line = String::new();
@@ -145,7 +147,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         let tasks = match listed {
             Ok(list) => list.tasks,
             Err(e) => {
-                println!("{} (progress poll failed: {e}; retrying)", stamp());
+                outln!("{} (progress poll failed: {e}; retrying)", stamp());
                 Vec::new()
             }
         };
@@ -157,7 +159,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
             .count();
         let line = progress_line(&counts, args.tasks);
         if line != last_line && !tasks.is_empty() {
-            println!("{} {line}", stamp());
+            outln!("{} {line}", stamp());
             last_line = line;
         }
         if !killed && completed * 3 >= args.tasks {
@@ -167,7 +169,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         if tasks.len() >= args.tasks && terminal == tasks.len() {
             break;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(failed(format!(
                 "deadline of {}s passed with {terminal} of {} tasks finished",
                 args.deadline_secs, args.tasks
@@ -182,19 +184,19 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
         let task = commands::get_task(&client, id, true).await?;
         rows.push(DemoRow::of(i, &task));
     }
-    print!("\n{}", result_table(&rows).render());
+    out!("\n{}", result_table(&rows).render());
     let status = commands::cluster_status(&client).await?;
-    println!("\n{}", render_cluster_status(&status));
+    outln!("\n{}", render_cluster_status(&status));
 
     let good = rows.iter().filter(|r| r.verified.is_ok()).count();
     for row in rows.iter().filter(|r| r.verified.is_err()) {
-        println!(
+        outln!(
             "task {} NOT verified: {}",
             row.task_id,
             row.verified.as_ref().unwrap_err()
         );
     }
-    println!(
+    outln!(
         "{} {good}/{} tasks completed exactly once and verified; elapsed {:.1}s",
         stamp(),
         rows.len(),
@@ -270,7 +272,7 @@ async fn kill_leader(
     let old_id = old.status.self_id;
     cluster.kill_controller(old.pos);
     let killed_at = Instant::now();
-    println!(
+    outln!(
         "{} a third of the tasks are done: SIGKILL controller {old_id} (the leader, term {})",
         stamp(),
         old.status.term
@@ -284,7 +286,7 @@ async fn kill_leader(
         .wait_for_leader(&rest, STARTUP_WITHIN)
         .await
         .map_err(failed)?;
-    println!(
+    outln!(
         "{} controller {} took over as leader in term {} ({:.2}s after the kill; commit index {})",
         stamp(),
         new.status.self_id,

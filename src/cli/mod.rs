@@ -8,6 +8,10 @@
 //! check); 1 for everything else, with one line on stderr (no reachable server names every
 //! address tried; a gRPC error prints its code and message).
 
+// Output to stdout goes through `out::write` (the `out!`/`outln!` macros), which ends the
+// process quietly when the reader closed the pipe; `println!` would panic instead.
+#![deny(clippy::print_stdout)]
+
 pub mod args;
 pub mod bench;
 pub mod bench_liveness;
@@ -19,6 +23,7 @@ pub mod error;
 pub mod json;
 pub mod local_cluster;
 pub mod logging;
+pub mod out;
 pub mod signals;
 pub mod table;
 
