@@ -345,7 +345,7 @@ impl ClusterService for ClusterSvc {
         }
         // A member address that cannot be dialled would be committed to the configuration
         // and retried forever; refuse it before anything is proposed, as --peers does.
-        if crate::cli::config::peer_authority(address.trim()).is_none() {
+        if super::convert::peer_authority(address.trim()).is_none() {
             return Err(Status::invalid_argument(format!(
                 "address: {address:?} is not HOST:PORT with a port in 1..=65535"
             )));
