@@ -21,7 +21,7 @@ elif case=='s02':
     sub('src/scheduler/liveness.rs',"if matches!(task_status(t), TaskStatus::Assigned | TaskStatus::Running)","if matches!(task_status(t), TaskStatus::Running)")
 elif case=='s03':
     # The quorum gate on node-status decisions (production code shared with the monitor).
-    sub('src/raft/node.rs',"        if self.soft.role != Role::Leader {\n            return false;\n        }\n        let active","        if self.soft.role == Role::Leader {\n            return true;\n        }\n        let active",region="    pub fn leader_has_active_quorum(")
+    sub('src/raft/node.rs',"        self.quorum_active\n","        true\n",region="    pub fn leader_has_active_quorum(")
 elif case=='s04':
     sub('src/scheduler/liveness.rs',"let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));","let grace_end = since;")
 elif case=='s05':

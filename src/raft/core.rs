@@ -408,7 +408,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn quorum_active(&self) -> bool {
+    pub(crate) fn quorum_active(&self) -> bool {
         let active = self
             .membership
             .voters

@@ -160,6 +160,9 @@ pub struct Status {
     pub membership: Membership,
     /// Per-peer progress (leader only), ascending by id.
     pub peers: BTreeMap<NodeId, PeerStatus>,
+    /// Leader only: a quorum of voters (itself included) was heard from within the current
+    /// election-timeout window — the condition CheckQuorum checks (thesis §6.2).
+    pub quorum_active: bool,
 }
 
 impl Status {
@@ -173,13 +176,7 @@ impl Status {
         if self.soft.role != Role::Leader {
             return false;
         }
-        let active = self
-            .membership
-            .voters
-            .iter()
-            .filter(|id| **id == self.id || self.peers.get(id).is_some_and(|p| p.recent_active))
-            .count();
-        active >= self.membership.quorum()
+        self.quorum_active
     }
 }
 
@@ -415,6 +412,7 @@ impl<S: Storage> RawNode<S> {
             last_index: r.log.last_index(),
             membership: r.membership.clone(),
             peers,
+            quorum_active: r.role == Role::Leader && r.quorum_active(),
         }
     }
     /// Read access to the storage.
