@@ -33,7 +33,7 @@ mod tests {
     use super::*;
 
     /// The seed's nine `Task` fields and nine `Node` fields exist with their seed names
-    /// (issue 3 §1); this fails to compile if one is renamed or dropped.
+    /// (docs/architecture.md#api); this fails to compile if one is renamed or dropped.
     #[test]
     fn seed_fields_exist_and_json_uses_proto_names() {
         let task = Task {

@@ -1,6 +1,6 @@
 //! The agent runtime against fake controllers: an in-process tonic `NodeService` on
 //! 127.0.0.1:0 that records every call on a channel and answers from a script the test
-//! edits. Each test drives the agent through one behaviour of issue 3 §5 / issue 4 and waits
+//! edits. Each test drives the agent through one behaviour of docs/architecture.md#agent / docs/lifecycle.md and waits
 //! for the calls it expects with a deadline (never a fixed sleep).
 
 use std::collections::{BTreeMap, VecDeque};

@@ -3,15 +3,15 @@
 //! What it shows: any member accepts any call — a follower forwards writes, heartbeats and
 //! long polls to the leader (one hop, with the leader's answer passed back) — and a long poll
 //! waiting on the leader is cancelled with UNAVAILABLE and a leader hint (`x-mlcp-leader`)
-//! when leadership moves (SCENARIOS S11). Cluster status asked of a follower shows the
+//! when leadership moves (docs/failures.md S11). Cluster status asked of a follower shows the
 //! leader's member table (roles, match indexes). Waits are polls with deadlines, never sleeps.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mlcp::controller::{ServerHandle, ServerOptions, start_server};
 use mlcp::gateway::forward::parse_leader_hint;
-use mlcp::gateway::{ServerHandle, ServerOptions, start_server};
 use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::task_service_client::TaskServiceClient;

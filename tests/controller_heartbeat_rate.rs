@@ -1,11 +1,11 @@
-//! How many heartbeats one controller answers per second (issue 4 §10's question, measured
+//! How many heartbeats one controller answers per second (the question of docs/architecture.md#tools, measured
 //! in-process over loopback gRPC). Ignored by default: run with
 //! `cargo test --release --test controller_heartbeat_rate -- --ignored --nocapture`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlcp::gateway::{ServerOptions, start_server};
+use mlcp::controller::{ServerOptions, start_server};
 use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::{GetClusterStatusRequest, HeartbeatRequest, NodeCapacity};
@@ -105,7 +105,7 @@ fn heartbeats_per_second() {
 }
 
 /// SubmitTask throughput and latency on one durable controller at 64 concurrent clients
-/// (issue 3 §10's shape, in-process). Ignored by default.
+/// (the shape of docs/architecture.md#tools, in-process). Ignored by default.
 #[test]
 #[ignore = "measurement, not a check"]
 fn submits_per_second() {

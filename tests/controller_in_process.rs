@@ -5,13 +5,13 @@
 //! long poll hands out the assignment → start acknowledged → report committed → COMPLETED),
 //! exactly-once reports (an identical retry is OK and marked duplicate), fencing (a report
 //! for a superseded attempt or from the wrong node is FAILED_PRECONDITION), the bad inputs
-//! of issue 3 answered with the right codes, RESOURCE_EXHAUSTED for an oversized message,
+//! of docs/architecture.md#bad-input answered with the right codes, RESOURCE_EXHAUSTED for an oversized message,
 //! the HTTP status page, and a clean shutdown. Waits are polls with deadlines, never sleeps.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use mlcp::gateway::{ServerOptions, start_server};
+use mlcp::controller::{ServerOptions, start_server};
 use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::task_service_client::TaskServiceClient;
@@ -464,7 +464,7 @@ fn single_controller_runs_the_task_lifecycle() {
     server.join().expect("clean shutdown");
 }
 
-/// SCENARIOS S1/S2 on one controller: an agent that goes silent is declared lost on the
+/// docs/failures.md S1/S2 on one controller: an agent that goes silent is declared lost on the
 /// leader's monotonic clock, its task is requeued and runs on another agent as attempt 2, the
 /// zombie's late report is refused, and when it comes back its heartbeat registers it again
 /// and tells it to abort the superseded attempt.
@@ -590,7 +590,7 @@ fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
         assert_eq!(done.assigned_node_id, "healthy");
 
         // Until it reports the stale attempt gone, the returning node gets nothing new
-        // (issue 4 §5); this task fits only there.
+        // (docs/lifecycle.md#returning-nodes); this task fits only there.
         let only_z = SubmitTaskRequest {
             constraints: Some(mlcp::proto::TaskConstraints {
                 labels: [("zone".to_string(), "z".to_string())].into(),
@@ -625,7 +625,7 @@ fn a_silent_agent_loses_its_task_and_its_late_report_is_refused() {
     server.join().expect("clean shutdown");
 }
 
-/// Issue 4 §3, SCENARIOS S8: an agent that keeps heartbeating (so its node stays healthy)
+/// docs/lifecycle.md#timeouts, docs/failures.md S8: an agent that keeps heartbeating (so its node stays healthy)
 /// but never reports loses the attempt once its run timeout passes on the leader's
 /// monotonic clock; the next heartbeat tells it to abort, and the task runs again.
 #[test]
@@ -694,6 +694,9 @@ fn an_attempt_that_never_reports_is_requeued_after_its_run_timeout() {
         let first = &requeued.attempts[0];
         assert_eq!(first.outcome, TaskStatus::Failed as i32);
         assert!(!first.reported, "the controller ended it: {first:?}");
+        // The agent aborts it and says so in its next heartbeat; until then the node is held
+        // back from new placements (docs/lifecycle.md#returning-nodes).
+        c.nodes.heartbeat(heartbeat("slow", vec![])).await.unwrap();
         assert_eq!(poll_for(&mut c, "slow", &t.task_id).await, a1 + 1);
     });
     shutdown.cancel();

@@ -1,4 +1,4 @@
-//! Every bad input of issue 3's list gets its gRPC code and a message naming the field, and
+//! Every bad input of the bad-input list (docs/architecture.md#bad-input) gets its gRPC code and a message naming the field, and
 //! nothing is written; shown against a real single-member controller, over gRPC (a fake
 //! agent plays the agent side so the test controls attempts) and through the CLI.
 //! The server's own refusals (port in use, data dir of another node or cluster) are checked by
@@ -9,11 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::{BIN, POLL, SOON, mlcp, nodes_at, started_cluster, stderr, tasks_at};
-use mlcp::cli::local_cluster::{ClusterSpec, free_ports, poll_until};
 use mlcp::proto::{
     CancelTaskRequest, GetTaskRequest, HeartbeatRequest, ListTasksRequest, NodeCapacity,
     PollTaskRequest, ReportTaskResultRequest, SubmitTaskRequest, TaskAssignment,
 };
+use mlcp::testkit::local_cluster::{ClusterSpec, free_ports, poll_until};
 use tonic::Code;
 
 fn single() -> ClusterSpec {
@@ -437,7 +437,7 @@ async fn a_server_refuses_a_port_in_use_and_a_foreign_data_dir() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let probe = mlcp::cli::client::Client::new(vec![addr.clone()], Duration::from_secs(2));
+    let probe = mlcp::client::Client::new(vec![addr.clone()], Duration::from_secs(2));
     poll_until("the first server to serve", SOON, POLL, || async {
         mlcp::cli::commands::cluster_status(&probe)
             .await

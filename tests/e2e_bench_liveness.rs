@@ -1,4 +1,4 @@
-//! Smoke test of `mlcp bench-liveness` (issue 4 §10): a tiny capacity step against a real
+//! Smoke test of `mlcp bench-liveness` (docs/architecture.md#tools): a tiny capacity step against a real
 //! 3-controller cluster. It asserts behaviour only — every heartbeat answered, none
 //! re-registering, and zero Raft entries appended by steady heartbeats — never timings.
 

@@ -1,4 +1,4 @@
-//! The command line's own error contract (issue 3 "Bad input", CLI lines), checked by running
+//! The command line's own error contract (docs/architecture.md#bad-input, CLI lines), checked by running
 //! the real binary: a bad flag prints usage and exits 2; no reachable server prints ONE line
 //! naming every address tried and exits 1; `--help` teaches with examples.
 
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{mlcp, request, started_cluster, stderr, stdout, submit};
-use mlcp::cli::local_cluster::{ClusterSpec, free_ports};
+use mlcp::testkit::local_cluster::{ClusterSpec, free_ports};
 
 #[tokio::test]
 async fn a_bad_flag_prints_usage_and_exits_2() {

@@ -1,4 +1,4 @@
-//! The main job end to end with real processes (issue 3 §8): 3 controllers + 2 agents on
+//! The main job end to end with real processes (docs/architecture.md#testing): 3 controllers + 2 agents on
 //! loopback run 30 matrix multiplications while the leader is SIGKILLed mid-run.
 //!
 //! Shows, in order:
@@ -21,8 +21,8 @@ use common::{
     BIN, POLL, SOON, local_tasks, mlcp, request, stderr, stdout, submit, wait_agents_healthy,
 };
 use mlcp::cli::demo::verify_task;
-use mlcp::cli::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use mlcp::proto::{Task, TaskStatus};
+use mlcp::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use serde_json::{Value, json};
 
 const TASKS: usize = 30;

@@ -1,4 +1,4 @@
-//! `mlcp demo` as a user runs it (issue 3 §7): a short run finishes with every task verified
+//! `mlcp demo` as a user runs it (docs/architecture.md#tools): a short run finishes with every task verified
 //! and exit 0, and leaves nothing behind; Ctrl-C (SIGINT) in the middle stops every child
 //! process and removes the temp dir too.
 
@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{BIN, POLL, SOON};
-use mlcp::cli::local_cluster::poll_until;
+use mlcp::testkit::local_cluster::poll_until;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The temp dir named on the demo's first line (`mlcp demo: working in DIR`).

@@ -1,4 +1,4 @@
-//! Task lifecycle with real processes (issue 4 §9):
+//! Task lifecycle with real processes (docs/architecture.md#testing):
 //! - a zombie agent (SIGSTOP past the stale timeout, its task finished elsewhere, SIGCONT)
 //!   cannot overwrite the outcome: its late report is rejected and the task keeps exactly one
 //!   completion, by the other agent;
@@ -17,8 +17,8 @@ use common::{
     POLL, SOON, get, mlcp, request, started_cluster, stderr, stdout, submit, wait_agents_healthy,
     wait_task,
 };
-use mlcp::cli::local_cluster::{ClusterSpec, poll_until};
 use mlcp::proto::{NodeStatus, Task, TaskStatus};
+use mlcp::testkit::local_cluster::{ClusterSpec, poll_until};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -49,7 +49,7 @@ fn running_on(task: &Task) -> bool {
     task.status == TaskStatus::Running as i32 && !task.assigned_node_id.is_empty()
 }
 
-fn agent_pos(cluster: &mlcp::cli::local_cluster::LocalCluster, node_id: &str) -> usize {
+fn agent_pos(cluster: &mlcp::testkit::local_cluster::LocalCluster, node_id: &str) -> usize {
     cluster
         .agents
         .iter()

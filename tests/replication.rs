@@ -17,8 +17,8 @@ use mlcp::actors::{
     ApplyCommitted, ApplyResult, Propose, ProposeFailure, ReadBarrier, RestoreSnapshot,
     TakeSnapshot,
 };
-use mlcp::gateway::ServerOptions;
-use mlcp::gateway::raft_service::{Bootstrap, ReplicationHandle, start_replication_with};
+use mlcp::controller::ServerOptions;
+use mlcp::controller::replication::{Bootstrap, ReplicationHandle, start_replication_with};
 use mlcp::raft::{EntryKind, LogIndex, NodeId, Role};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -50,9 +50,10 @@ impl Handler<ApplyCommitted> for ListMachine {
                 e.index
             );
             self.applied = e.index;
-            let mut response = Vec::new();
+            let mut response = None;
             if e.kind == EntryKind::Normal && !e.data.is_empty() {
-                response = [b"ok:".as_slice(), &e.data].concat();
+                let answer: Vec<u8> = [b"ok:".as_slice(), &e.data].concat();
+                response = Some(Box::new(answer) as mlcp::actors::Response);
                 self.commands.push(e.data);
             }
             out.push(ApplyResult {
@@ -306,11 +307,16 @@ where
 }
 
 async fn propose(raft: &Addr<RaftActor>, cmd: &str) -> Result<Vec<u8>, ProposeFailure> {
-    raft.send(Propose {
-        command: cmd.as_bytes().to_vec(),
-    })
-    .await
-    .expect("raft actor alive")
+    let response = raft
+        .send(Propose {
+            command: cmd.as_bytes().to_vec(),
+        })
+        .await
+        .expect("raft actor alive")?;
+    Ok(response
+        .and_then(|r| r.downcast::<Vec<u8>>().ok())
+        .map(|r| *r)
+        .unwrap_or_default())
 }
 
 fn cmds(names: &[String]) -> Vec<Vec<u8>> {

@@ -13,9 +13,9 @@
 //! - **Committed entries are never lost or changed:** a durable entry at or below its node's
 //!   commit index matches what was committed there; a restarted node's log covers its commit index.
 //! - **Monotonic term, vote and commit:** a node's durable term and commit never decrease, a
-//!   durable vote never changes within a term (SCENARIOS C2), and a running node's term and
+//!   durable vote never changes within a term (docs/failures.md C2), and a running node's term and
 //!   commit never go below what it had durable or already showed in this life.
-//! - **Snapshots never roll back** applied state (SCENARIOS C8).
+//! - **Snapshots never roll back** applied state (docs/failures.md C8).
 //! - **Exactly once:** acknowledged commands are applied once (the state machine reports a
 //!   second application; [`Checker::check_final`] looks at the end state).
 
@@ -441,7 +441,7 @@ impl Checker {
     }
 
     /// A linearizable read of `key` returned `value`; `required` were acknowledged before the
-    /// read was issued and so must be in it (SCENARIOS C5, C6).
+    /// read was issued and so must be in it (docs/failures.md C5, C6).
     pub fn check_read(
         &mut self,
         node: NodeId,

@@ -1,5 +1,5 @@
 //! The replicated state machine the simulator drives: a small key-value store whose values are
-//! append-only lists of client tokens, plus a session table (SCENARIOS C10).
+//! append-only lists of client tokens, plus a session table (docs/failures.md C10).
 //!
 //! Values are lists rather than overwrites so that a command applied twice is *visible*: the
 //! token appears twice in its key. The session table keeps, per client, the highest sequence

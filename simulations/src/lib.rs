@@ -1,5 +1,4 @@
-//! Deterministic simulator for mlcp's Raft core (issue 2, DESIGN.md "Deterministic
-//! simulation").
+//! Deterministic simulator for mlcp's Raft core (docs/simulator.md#the-raft-simulator, docs/architecture.md).
 //!
 //! One seed reproduces one run bit for bit: every draw comes from a ChaCha8 stream seeded by
 //! it, maps iterate in key order, and the cores under test take their randomness from their

@@ -456,7 +456,7 @@ impl<'a> Sim<'a> {
         let cut = self.rng.random_range(1..all.len());
         let (a, b) = all.split_at(cut);
         if self.rng.random_range(0..1000) < self.p.one_way_per_mille {
-            // One-way: `a` cannot reach `b`, but hears from it (SCENARIOS C7).
+            // One-way: `a` cannot reach `b`, but hears from it (docs/failures.md C7).
             for &x in a {
                 for &y in b {
                     self.cluster.net.blocked.insert((x, y));
@@ -485,7 +485,7 @@ impl<'a> Sim<'a> {
     }
 
     /// Cycles the configuration: add the node outside it as a learner, promote it, remove a
-    /// random voter (possibly the leader, SCENARIOS C9), and so on.
+    /// random voter (possibly the leader, docs/failures.md C9), and so on.
     fn drive_membership(&mut self) {
         if !self.tick.is_multiple_of(self.p.conf_change_every_ticks) {
             return;

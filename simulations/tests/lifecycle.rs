@@ -1,4 +1,4 @@
-//! Named scenario tests for SCENARIOS.md S1–S12, each driving the lifecycle simulator's
+//! Named scenario tests for docs/failures.md S1–S12, each driving the lifecycle simulator's
 //! controllers (Raft + manifest + scheduler + liveness cores) and simulated agents through
 //! the sequence that broke other systems, and asserting the safe outcome. Every step also
 //! runs the Raft and lifecycle checkers, so any invariant break fails the test too.
@@ -460,6 +460,60 @@ fn s12_reconnect_storm_is_cheap_and_spread() {
 
 /// About ten fixed seeds of the full swarm run (faults drawn from each seed), each with a
 /// safety phase under faults and a liveness phase after healing.
+/// A cleanly stopped agent (SIGTERM) says it is leaving in its last heartbeat: the leader
+/// declares its node UNHEALTHY on that word, long before the stale timeout, and the attempt it
+/// handed back completes elsewhere, once.
+fn clean_stop(opts: WorldOptions) -> Result<(), String> {
+    let stale_ticks = opts.liveness.stale_after_ms / simulations::lifecycle::world::TICK_MS;
+    let mut w = started(opts);
+    let id = w.submit_direct("leave", 3).unwrap();
+    let a = until_running(&mut w, &id);
+    let name = format!("a{a}");
+    let now = w.now;
+    // A grace shorter than the run: the attempt is still running when the agent leaves.
+    w.agent(a).stop(now, 10, now + 100_000);
+    let name2 = name.clone();
+    let unhealthy = move |w: &World| {
+        w.manifest()
+            .get_node(&name2)
+            .is_some_and(|n| n.status == NodeStatus::Unhealthy as i32)
+    };
+    if !w.run_until(stale_ticks / 2, &unhealthy).unwrap() {
+        return Err(format!(
+            "{name} not declared within half the stale timeout ({} ticks) of its leaving heartbeat",
+            stale_ticks / 2
+        ));
+    }
+    let id2 = id.clone();
+    assert!(
+        w.run_until(1_000, |w| status(w, &id2) == TaskStatus::Completed)
+            .unwrap()
+    );
+    assert_ne!(node_of(&w, &id), name, "completed on the node that left");
+    assert_eq!(
+        w.checker.executions(&id),
+        2,
+        "once on {name}, once elsewhere"
+    );
+    assert_eq!(w.stats.leaving_declared, 1);
+    Ok(())
+}
+
+#[test]
+fn clean_stop_declares_the_node_unhealthy_on_the_agents_word() {
+    clean_stop(steady(2)).unwrap();
+}
+
+/// The same with the shell dropping the `leaving` flag: the node waits out the stale timeout,
+/// so the check above bites.
+#[test]
+fn clean_stop_check_bites_when_the_leaving_flag_is_dropped() {
+    let mut o = steady(2);
+    o.weakened.drop_leaving_flag = true;
+    let err = clean_stop(o).expect_err("the weakened shell must be caught");
+    assert!(err.contains("not declared"), "{err}");
+}
+
 #[test]
 fn fixed_lifecycle_seeds() {
     for seed in [1, 2, 3, 7, 42, 99, 1234, 5678, 31337, 9137792784510063230] {

@@ -1,4 +1,4 @@
-//! Named scenarios C1–C10 of SCENARIOS.md: each drives the real Raft cores, through the
+//! Named scenarios C1–C10 of docs/failures.md: each drives the real Raft cores, through the
 //! simulator's harness, along the exact sequence that broke another system, with message
 //! delivery, crashes and storage steps under the test's control; the safety checker runs
 //! after every shell stage, and each test asserts the safe outcome.

@@ -1,44 +1,44 @@
-//! The heartbeat monitor (leader only): owns node liveness, which stays **off the Raft log**
-//! (issue 4 §4, DESIGN.md "Task lifecycle").
+//! The heartbeat monitor (leader only): node liveness, which stays **off the Raft log**
+//! (docs/lifecycle.md#liveness-off-the-log).
 //!
-//! What it owns, all in memory on the leader:
+//! What the leader keeps, in memory in its leader state:
 //! - when each node was last heard from, on this controller's monotonic clock
 //!   (`std::time::Instant`, as ms since the actor started) — agent timestamps are shown,
-//!   never trusted (SCENARIOS S8);
+//!   never trusted (docs/failures.md S8);
 //! - live usage figures (CPU, memory) for `ListNodes`;
 //! - the moment this controller became leader: every node gets a grace period from then
-//!   before it may be declared stale (SCENARIOS S4);
-//! - the mass-failure alert (SCENARIOS S9).
+//!   before it may be declared stale (docs/failures.md S4);
+//! - the mass-failure alert (docs/failures.md S9).
 //!
 //! What it proposes (only while leader; a leader that lost its quorum cannot commit, so its
-//! proposals fail and nothing changes — SCENARIOS S3; a status is never changed locally):
+//! proposals fail and nothing changes — docs/failures.md S3; a status is never changed locally):
 //! - `RegisterNode` when a heartbeat carries a registration that differs from the committed
-//!   one (or the node was not up), so steady heartbeats write nothing (issue 4 §7);
+//!   one (or the node was not up), so steady heartbeats write nothing (docs/lifecycle.md#liveness-off-the-log);
 //! - `NodeLost` (UNHEALTHY + requeue of that node's unfinished attempts) for stale nodes, and
 //!   again on every rescan for UNHEALTHY nodes that still hold unfinished attempts, so a crash
-//!   halfway through loses nothing (level-triggered, issue 4 §5, SCENARIOS S10);
+//!   halfway through loses nothing (level-triggered, docs/lifecycle.md#level-triggered-requeue, docs/failures.md S10);
 //! - `RequeueTasks` (ORPHANED) for RUNNING attempts a node stopped reporting for a while.
 //!
-//! The decisions are the pure liveness core ([`crate::scheduler::liveness::Liveness`]); this
-//! actor only feeds it the clock, heartbeats and (through the manifest actor, which owns the
-//! state it reads) the manifest, and proposes what it returns.
+//! The decisions are the leader's pure step ([`crate::leader::LeaderState`] over the liveness
+//! core [`crate::liveness::Liveness`]), run by the manifest actor, which owns that state
+//! beside the manifest it reads ([`LeaderHeartbeat`], [`LeaderScan`]). This actor owns only
+//! the cadence of scans, the CheckQuorum question to the Raft actor, and proposing what the
+//! step returns.
 
 #![warn(missing_docs)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::manifest::{CheckHeartbeat, EvaluateLiveness, ManifestActor, ReleaseHeldBack};
+use crate::actors::manifest::{LeaderHeartbeat, LeaderScan, ManifestActor};
 use crate::actors::proposer::{ProposeError, Proposer, wall_clock_ms};
 use crate::actors::raft::GetRaftStatus;
-use crate::actors::{LeadershipChanged, ProposeFailure};
-use crate::manifest::command::{Kind, NodeLost, RegisterNode, RequeueReason, RequeueTasks};
-use crate::proto::{ClusterAlert, RunningAttempt};
+use crate::actors::{LeadershipChanged, MonoClock, ProposeFailure};
+use crate::liveness::LivenessConfig;
+use crate::manifest::command::{Kind, RegisterNode};
+use crate::proto::RunningAttempt;
 use crate::raft::{NodeId, Term};
-use crate::scheduler::liveness::{Liveness, LivenessConfig};
 
 /// Mailbox bound of the monitor (messages). Heartbeats beyond it wait in `send`.
 pub const MONITOR_MAILBOX_MESSAGES_MAX: usize = 16_384;
@@ -98,38 +98,6 @@ pub struct Heartbeat {
     pub leaving: bool,
 }
 
-/// Live (not replicated) figures of one node.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveUsage {
-    /// CPU usage, percent.
-    pub cpu_usage: f64,
-    /// Memory usage, percent.
-    pub memory_usage: f64,
-    /// Leader wall clock when the last heartbeat arrived (unix ms), for display.
-    pub last_heartbeat_ms: i64,
-    /// Agent wall clock of the last heartbeat (unix ms), for display.
-    pub agent_time_ms: i64,
-}
-
-/// What the monitor shows in cluster status and node lists.
-#[derive(Debug, Clone, Default)]
-pub struct MonitorReport {
-    /// Active alerts.
-    pub alerts: Vec<ClusterAlert>,
-    /// Heartbeat interval handed to agents (ms).
-    pub heartbeat_interval_ms: u64,
-    /// Live figures by node id (empty on a follower).
-    pub usage: BTreeMap<String, LiveUsage>,
-}
-
-/// Anyone → monitor: alerts, interval, and live usage of the given nodes.
-#[derive(Message, Debug, Default)]
-#[rtype(result = "MonitorReport")]
-pub struct GetMonitorReport {
-    /// Nodes whose live figures are wanted (empty = none).
-    pub node_ids: Vec<String>,
-}
-
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Scan;
@@ -137,52 +105,37 @@ struct Scan;
 /// The heartbeat monitor actor. See the module docs.
 pub struct HeartbeatMonitorActor {
     opts: MonitorOptions,
-    clock_origin: Instant,
-    /// Shared with the manifest actor only for the duration of an evaluation (both run on
-    /// the same arbiter, so the lock is never contended).
-    liveness: Arc<Mutex<Liveness>>,
+    clock: MonoClock,
     manifest: Addr<ManifestActor>,
     proposer: Proposer,
     raft_status: Recipient<GetRaftStatus>,
     term: Option<Term>,
     known_leader: Option<NodeId>,
-    node_count: usize,
     braked: bool,
     scanning: bool,
 }
 
 impl HeartbeatMonitorActor {
-    /// A monitor reading `manifest`, proposing through `proposer` and asking `raft_status`
-    /// whether this leader still has a quorum.
+    /// A monitor deciding through `manifest` on `clock`, proposing through `proposer` and
+    /// asking `raft_status` whether this leader still has a quorum.
     pub fn new(
         opts: MonitorOptions,
+        clock: MonoClock,
         manifest: Addr<ManifestActor>,
         proposer: Proposer,
         raft_status: Recipient<GetRaftStatus>,
     ) -> Self {
-        let liveness = Arc::new(Mutex::new(Liveness::new(opts.liveness.clone())));
         HeartbeatMonitorActor {
             opts,
-            clock_origin: Instant::now(),
-            liveness,
+            clock,
             manifest,
             proposer,
             raft_status,
             term: None,
             known_leader: None,
-            node_count: 0,
             braked: false,
             scanning: false,
         }
-    }
-
-    /// Monotonic ms since the actor started (the only clock liveness uses).
-    fn now_ms(&self) -> u64 {
-        self.clock_origin.elapsed().as_millis() as u64
-    }
-
-    fn core(&self) -> MutexGuard<'_, Liveness> {
-        self.liveness.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn not_leader(&self) -> ProposeError {
@@ -209,26 +162,15 @@ impl Handler<LeadershipChanged> for HeartbeatMonitorActor {
 
     fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
         self.known_leader = msg.leader;
-        match (msg.is_leader, self.term) {
-            (true, Some(t)) if t == msg.term => {}
-            (true, _) => {
-                // A new leadership: no heartbeat history is trusted and every node gets the
-                // grace period from now.
-                let now = self.now_ms();
-                self.core().become_leader(now);
-                self.manifest.do_send(ReleaseHeldBack);
-                self.term = Some(msg.term);
-                tracing::info!(term = %msg.term, "heartbeat monitor active (leader)");
+        let term = msg.is_leader.then_some(msg.term);
+        if term != self.term {
+            match term {
+                Some(t) => tracing::info!(term = %t, "heartbeat monitor active (leader)"),
+                None => tracing::info!(term = %msg.term, "heartbeat monitor idle (not leader)"),
             }
-            (false, _) => {
-                if self.term.take().is_some() {
-                    tracing::info!(term = %msg.term, "heartbeat monitor idle (not leader)");
-                }
-                self.core().step_down();
-                self.manifest.do_send(ReleaseHeldBack);
-                self.braked = false;
-            }
+            self.braked = false;
         }
+        self.term = term;
     }
 }
 
@@ -241,29 +183,25 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
             return Box::pin(fut::ready(Err(err)));
         };
         let node_id = msg.registration.node_id.clone();
-        let check = CheckHeartbeat {
-            liveness: self.liveness.clone(),
-            now_ms: self.now_ms(),
+        let step = LeaderHeartbeat {
+            term,
+            now_ms: self.clock.now_ms(),
             wall_ms: wall_clock_ms(),
-            registration: msg.registration.clone(),
+            registration: msg.registration,
             running: msg.running,
             cpu_usage: msg.cpu_usage,
             memory_usage: msg.memory_usage,
             agent_time_ms: msg.agent_time_ms,
             leaving: msg.leaving,
         };
-        let registration = msg.registration;
-        let manifest = self.manifest.clone();
-        let proposer = self.proposer.clone();
+        let not_leader = self.not_leader();
+        let (manifest, proposer) = (self.manifest.clone(), self.proposer.clone());
         let work = async move {
-            // The decision is the pure core's (Liveness::heartbeat); this only proposes it.
-            let decision = manifest.send(check).await?;
-            if !decision.orphaned.is_empty() {
-                tracing::warn!(node = %node_id, count = decision.orphaned.len(), "requeueing attempts the node no longer runs");
-                let requeue = Kind::RequeueTasks(RequeueTasks {
-                    attempts: decision.orphaned.clone(),
-                    reason: RequeueReason::Orphaned as i32,
-                });
+            let Some(mut step) = manifest.send(step).await? else {
+                return Err(not_leader);
+            };
+            if let Some(requeue) = step.propose_in_background.take() {
+                tracing::warn!(node = %node_id, "requeueing attempts the node no longer runs");
                 let proposer = proposer.clone();
                 actix::spawn(async move {
                     if let Err(e) = proposer.propose(term, requeue).await {
@@ -271,26 +209,20 @@ impl Handler<Heartbeat> for HeartbeatMonitorActor {
                     }
                 });
             }
-            if decision.declare_lost {
+            let registered = step.registers();
+            if step.declares_leaving() {
                 tracing::info!(node = %node_id, "node is leaving; declaring it unhealthy now");
-                proposer
-                    .propose(term, Kind::NodeLost(NodeLost { node_id }))
-                    .await?;
-            } else if decision.register {
-                proposer
-                    .propose(term, Kind::RegisterNode(registration))
-                    .await?;
             }
-            Ok::<_, ProposeError>(decision)
-        };
-        Box::pin(work.into_actor(self).map(|res, _, _| {
-            let decision = res?;
+            if let Some(kind) = step.commit_before_reply.take() {
+                proposer.propose(term, kind).await?;
+            }
             Ok(HeartbeatReply {
-                interval_ms: decision.interval_ms,
-                abort: decision.abort,
-                registered: decision.register,
+                interval_ms: step.interval_ms,
+                abort: step.abort,
+                registered,
             })
-        }))
+        };
+        Box::pin(work.into_actor(self))
     }
 }
 
@@ -303,40 +235,36 @@ impl Handler<Scan> for HeartbeatMonitorActor {
             return;
         }
         self.scanning = true;
-        let manifest = self.manifest.clone();
-        let raft_status = self.raft_status.clone();
-        let liveness = self.liveness.clone();
-        let now_ms = self.now_ms();
+        let (manifest, raft_status) = (self.manifest.clone(), self.raft_status.clone());
+        let clock = self.clock;
         let evaluate = async move {
-            let can_commit = raft_status
+            let leader_can_commit = raft_status
                 .send(GetRaftStatus)
                 .await
                 .is_ok_and(|s| s.status.leader_has_active_quorum());
-            manifest
-                .send(EvaluateLiveness {
-                    liveness,
-                    now_ms,
-                    leader_can_commit: can_commit,
-                })
-                .await
+            let scan = LeaderScan {
+                term,
+                now_ms: clock.now_ms(),
+                leader_can_commit,
+            };
+            manifest.send(scan).await.ok().flatten()
         };
-        ctx.spawn(evaluate.into_actor(self).then(move |res, act, _| {
+        ctx.spawn(evaluate.into_actor(self).then(move |step, act, _| {
             let proposer = act.proposer.clone();
-            let mut work = Vec::new();
-            if let Ok((actions, node_count)) = res {
-                act.node_count = node_count;
-                act.note_brake(actions.brake_engaged);
-                for node_id in actions.lost_nodes {
-                    tracing::warn!(node = %node_id, "declaring node lost; requeueing its unfinished attempts");
-                    work.push(Kind::NodeLost(NodeLost { node_id }));
+            let commands = match step {
+                Some(step) => {
+                    act.note_brake(step.brake_engaged, step.alert.as_deref());
+                    step.commands
                 }
-                if let Some(requeue) = actions.requeue {
-                    tracing::warn!(count = requeue.attempts.len(), "requeueing attempts left on unhealthy nodes");
-                    work.push(Kind::RequeueTasks(requeue));
-                }
-            }
+                None => Vec::new(),
+            };
             async move {
-                for kind in work {
+                for kind in commands {
+                    match &kind {
+                        Kind::NodeLost(n) => tracing::warn!(node = %n.node_id, "declaring node lost; requeueing its unfinished attempts"),
+                        Kind::RequeueTasks(r) => tracing::warn!(count = r.attempts.len(), "requeueing attempts left on unhealthy nodes"),
+                        _ => {}
+                    }
                     if let Err(e) = proposer.propose(term, kind).await {
                         // Not committed (e.g. quorum lost): nothing changed; the next scan
                         // decides again from the committed state.
@@ -352,60 +280,12 @@ impl Handler<Scan> for HeartbeatMonitorActor {
 }
 
 impl HeartbeatMonitorActor {
-    fn note_brake(&mut self, engaged: bool) {
+    fn note_brake(&mut self, engaged: bool, alert: Option<&str>) {
         if engaged && !self.braked {
-            let msg = self
-                .core()
-                .alert()
-                .map(|a| a.message.clone())
-                .unwrap_or_default();
-            tracing::error!(alert = "MASS_NODE_FAILURE", "{msg}");
+            tracing::error!(alert = "MASS_NODE_FAILURE", "{}", alert.unwrap_or_default());
         } else if !engaged && self.braked {
             tracing::info!("mass-failure brake released; reassigning at a bounded rate");
         }
         self.braked = engaged;
-    }
-}
-
-impl Handler<GetMonitorReport> for HeartbeatMonitorActor {
-    type Result = MessageResult<GetMonitorReport>;
-
-    fn handle(&mut self, msg: GetMonitorReport, _: &mut Context<Self>) -> Self::Result {
-        let now = self.now_ms();
-        let wall = wall_clock_ms();
-        let core = self.core();
-        let alerts = core
-            .alert()
-            .map(|a| ClusterAlert {
-                code: a.code.to_string(),
-                message: a.message.clone(),
-                // The core keeps monotonic time; shown as the wall-clock moment it was raised.
-                since: wall - now.saturating_sub(a.since_ms) as i64,
-            })
-            .into_iter()
-            .collect();
-        let usage = msg
-            .node_ids
-            .iter()
-            .filter_map(|id| {
-                core.seen(id).map(|s| {
-                    (
-                        id.clone(),
-                        LiveUsage {
-                            cpu_usage: s.cpu_usage,
-                            memory_usage: s.memory_usage,
-                            last_heartbeat_ms: s.wall_ms,
-                            agent_time_ms: s.agent_time_ms,
-                        },
-                    )
-                })
-            })
-            .collect();
-        let heartbeat_interval_ms = core.heartbeat_interval_ms(self.node_count);
-        MessageResult(MonitorReport {
-            alerts,
-            heartbeat_interval_ms,
-            usage,
-        })
     }
 }

@@ -1,7 +1,16 @@
 //! The manifest actor: owns this controller's copy of the replicated task manifest
 //! (`crate::manifest::Manifest`), applies committed entries to it in log order, answers
-//! reads, and wakes whoever waits on a change (DESIGN.md "Actors": "manifest (applies
-//! committed entries, answers reads, wakes waiters)").
+//! reads, and wakes whoever waits on a change (docs/architecture.md#actors).
+//!
+//! It also owns the leader-only state ([`LeaderState`]: task timers, liveness, held-back
+//! nodes) while this controller leads, because every leader decision reads the manifest at
+//! one applied index: kept beside it, a decision needs neither a copy of the manifest nor a
+//! lock shared across mailboxes. The scheduler and the heartbeat monitor own only *when* to
+//! decide and the proposing of what [`LeaderState`] returns ([`LeaderRound`],
+//! [`LeaderHeartbeat`], [`LeaderScan`]). The state is built when the raft actor says this
+//! controller leads in a new term and dropped when it says it does not; a message names the
+//! term it was sent for, and one for a term this controller does not lead in is answered
+//! `None`.
 //!
 //! Waiters:
 //! - long polls wait on a per-node version counter (a `tokio::sync::watch`) bumped whenever an
@@ -12,27 +21,29 @@
 //! - the scheduler gets a [`WakeScheduler`] when a command may have created work to place
 //!   (a submission, a registration, a finished or requeued attempt).
 //!
-//! The actor never proposes anything: it only sees what the Raft log committed.
+//! The actor never proposes anything: it only sees what the Raft log committed, and answers
+//! with the commands others propose.
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use actix::{Actor, Context, Handler, Message, MessageResult, Recipient};
 use tokio::sync::watch;
 
-use crate::actors::scheduler::WakeScheduler;
-use crate::actors::{ApplyCommitted, ApplyResult, RestoreSnapshot, TakeSnapshot};
-use crate::manifest::command::{
-    self as cmds, AssignTasks, Command, ExpireTasks, Kind, RegisterNode,
+use crate::actors::proposer::wall_clock_ms;
+use crate::actors::{
+    ApplyCommitted, ApplyResult, LeadershipChanged, MonoClock, Response, RestoreSnapshot,
+    TakeSnapshot, WakeScheduler,
 };
-use crate::manifest::{Manifest, TaskId};
-use crate::proto::{Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus};
-use crate::raft::{EntryKind, LogIndex};
-use crate::scheduler::liveness::{HeartbeatDecision, HeartbeatIn, Liveness, LivenessActions};
-use crate::scheduler::timers::LeaderTimers;
-use crate::scheduler::{self, PlacementLimits};
+use crate::leader::{HeartbeatStep, LeaderState, RoundLimits, ScanStep};
+use crate::liveness::{HeartbeatIn, LivenessConfig};
+use crate::manifest::command::{self as cmds, Command, Kind, RegisterNode};
+use crate::manifest::{Manifest, ManifestError, TaskId};
+use crate::proto::{
+    ClusterAlert, Node, NodeStatus, RunningAttempt, Task, TaskAssignment, TaskStatus,
+};
+use crate::raft::{EntryKind, LogIndex, Term};
 
 /// Mailbox bound of the manifest actor (messages).
 pub const MANIFEST_MAILBOX_MESSAGES_MAX: usize = 4096;
@@ -114,16 +125,15 @@ pub struct PollWork {
     pub limit: usize,
 }
 
-/// Heartbeat monitor → manifest: run the pure liveness core's heartbeat decision
-/// ([`Liveness::heartbeat`]) over the committed state, and hold the node back from placement
-/// while it runs attempts that are no longer its own (issue 4 §5). The monitor owns
-/// `liveness`; the manifest only borrows it.
-#[derive(Message)]
-#[rtype(result = "HeartbeatDecision")]
-pub struct CheckHeartbeat {
-    /// The monitor's liveness state.
-    pub liveness: Arc<Mutex<Liveness>>,
-    /// The monitor's monotonic clock (ms).
+/// Heartbeat monitor → manifest: one heartbeat, decided by the leader's pure step
+/// ([`LeaderState::heartbeat`]) over the committed state. `None` when this controller does
+/// not lead in `term`.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<HeartbeatStep>")]
+pub struct LeaderHeartbeat {
+    /// The term the monitor believes it leads in.
+    pub term: Term,
+    /// The leader's monotonic clock ([`MonoClock`]), in ms.
     pub now_ms: u64,
     /// The leader's wall clock (unix ms), for display only.
     pub wall_ms: i64,
@@ -146,52 +156,48 @@ pub struct CheckHeartbeat {
 #[rtype(result = "ManifestStatus")]
 pub struct GetStatus;
 
-/// Scheduler → manifest: plan one batch of placements over the current state with the
-/// pure scheduler. `None` when nothing can be placed now.
+/// Scheduler → manifest: one scheduling round ([`LeaderState::round`]): an `ExpireTasks`
+/// (when `expire` is set and something timed out) or an `AssignTasks` batch. `None` when
+/// there is nothing to do or this controller does not lead in `term`.
 #[derive(Message, Debug)]
-#[rtype(result = "Option<AssignTasks>")]
-pub struct PlanAssignments {
-    /// The scheduler's monotonic clock (ms): tasks still in their retry backoff wait.
-    pub mono_now_ms: u64,
-    /// The scheduler's timers; the manifest only borrows them for this plan.
-    pub timers: Arc<Mutex<LeaderTimers>>,
-    /// Most placements in the batch.
-    pub batch_max: usize,
-}
-
-/// Scheduler → manifest: attempts past their run timeout and PENDING tasks past their queue
-/// timeout, both on the leader's monotonic clock (SCENARIOS S8). `None` when there are none.
-#[derive(Message, Debug)]
-#[rtype(result = "Option<ExpireTasks>")]
-pub struct PlanExpirations {
-    /// The scheduler's monotonic clock (ms since it started).
-    pub mono_now_ms: u64,
-    /// The scheduler's timers; the manifest only borrows them for this scan.
-    pub timers: Arc<Mutex<LeaderTimers>>,
-    /// How long past its run timeout an attempt may still report before it is requeued
-    /// (ms): the agent stops the task at the timeout and needs time to say so.
-    pub report_grace_ms: u64,
-}
-
-/// Heartbeat monitor → manifest: run the pure liveness core over the current state. The
-/// monitor owns `liveness`; the manifest only borrows it for this evaluation. Answers the
-/// actions and the number of registered nodes.
-#[derive(Message)]
-#[rtype(result = "(LivenessActions, usize)")]
-pub struct EvaluateLiveness {
-    /// The monitor's liveness state.
-    pub liveness: Arc<Mutex<Liveness>>,
-    /// The monitor's monotonic clock (ms).
+#[rtype(result = "Option<Kind>")]
+pub struct LeaderRound {
+    /// The term the scheduler believes it leads in.
+    pub term: Term,
+    /// The leader's monotonic clock ([`MonoClock`]), in ms.
     pub now_ms: u64,
-    /// Whether this leader still hears from a quorum (SCENARIOS S3).
+    /// Look for run and queue timeouts first.
+    pub expire: bool,
+    /// Batch size and report grace.
+    pub limits: RoundLimits,
+}
+
+/// Heartbeat monitor → manifest: one liveness scan ([`LeaderState::scan`]). `None` when this
+/// controller does not lead in `term`.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<ScanStep>")]
+pub struct LeaderScan {
+    /// The term the monitor believes it leads in.
+    pub term: Term,
+    /// The leader's monotonic clock ([`MonoClock`]), in ms.
+    pub now_ms: u64,
+    /// The Raft core's CheckQuorum verdict (docs/failures.md S3).
     pub leader_can_commit: bool,
 }
 
-/// Heartbeat monitor → manifest: release every node held back from placement (leadership
-/// changed; hold-backs are the leader's own, set by [`CheckHeartbeat`]).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ReleaseHeldBack;
+/// What the leader alone knows, for cluster status: alerts and the heartbeat interval.
+#[derive(Debug, Clone, Default)]
+pub struct LiveReport {
+    /// Active alerts (empty on a follower).
+    pub alerts: Vec<ClusterAlert>,
+    /// Heartbeat interval handed to agents, in ms (0 on a follower).
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Anyone → manifest: the leader's alerts and heartbeat interval.
+#[derive(Message, Debug, Default)]
+#[rtype(result = "LiveReport")]
+pub struct GetLiveReport;
 
 /// Register the actor the manifest wakes when there may be new work to place.
 #[derive(Message)]
@@ -208,19 +214,32 @@ pub struct ManifestActor {
     applied_tx: watch::Sender<LogIndex>,
     node_versions: BTreeMap<String, watch::Sender<u64>>,
     scheduler: Option<Recipient<WakeScheduler>>,
-    held_back: BTreeSet<String>,
+    /// The leader-only state while this controller leads (built on `LeadershipChanged`),
+    /// owned here beside the manifest it is derived from, so every decision reads one
+    /// consistent applied state without a copy or a shared lock.
+    leader: Option<LeaderState>,
+    liveness: LivenessConfig,
+    clock: MonoClock,
 }
 
 impl ManifestActor {
-    /// An empty manifest; `applied_tx` is told every new applied index.
-    pub fn new(applied_tx: watch::Sender<LogIndex>) -> Self {
+    /// An empty manifest; `applied_tx` is told every new applied index. `liveness` configures
+    /// the leader's liveness core; `clock` is the monotonic clock the scheduler and the
+    /// heartbeat monitor read too.
+    pub fn new(
+        applied_tx: watch::Sender<LogIndex>,
+        liveness: LivenessConfig,
+        clock: MonoClock,
+    ) -> Self {
         ManifestActor {
             manifest: Manifest::default(),
             applied: LogIndex(0),
             applied_tx,
             node_versions: BTreeMap::new(),
             scheduler: None,
-            held_back: BTreeSet::new(),
+            leader: None,
+            liveness,
+            clock,
         }
     }
 
@@ -243,8 +262,8 @@ impl ManifestActor {
         }
     }
 
-    /// Apply one command entry; returns the encoded result for its proposer.
-    fn apply_command(&mut self, data: &[u8]) -> Vec<u8> {
+    /// Apply one command entry; returns the outcome for its proposer.
+    fn apply_command(&mut self, data: &[u8]) -> Result<cmds::CommandOutcome, ManifestError> {
         let decoded = cmds::decode_command(data);
         let kind_wakes = matches!(
             decoded
@@ -286,7 +305,7 @@ impl ManifestActor {
                 self.wake_scheduler();
             }
         }
-        cmds::encode_result(&result)
+        result
     }
 }
 
@@ -312,8 +331,10 @@ impl Handler<ApplyCommitted> for ManifestActor {
                 continue;
             }
             let response = match entry.kind {
-                EntryKind::Normal if !entry.data.is_empty() => self.apply_command(&entry.data),
-                _ => Vec::new(),
+                EntryKind::Normal if !entry.data.is_empty() => {
+                    Some(Box::new(self.apply_command(&entry.data)) as Response)
+                }
+                _ => None,
             };
             self.applied = entry.index;
             results.push(ApplyResult {
@@ -339,7 +360,7 @@ impl Handler<RestoreSnapshot> for ManifestActor {
 
     fn handle(&mut self, msg: RestoreSnapshot, _: &mut Context<Self>) -> Self::Result {
         let index = msg.snapshot.meta.index;
-        // A snapshot older than what is applied would roll the state back (SCENARIOS C8).
+        // A snapshot older than what is applied would roll the state back (docs/failures.md C8).
         if index < self.applied {
             return Err(format!(
                 "snapshot at index {index} is older than the applied index {}",
@@ -387,6 +408,12 @@ impl Handler<ListNodes> for ManifestActor {
     fn handle(&mut self, msg: ListNodes, _: &mut Context<Self>) -> Self::Result {
         let mut nodes = self.manifest.all_nodes();
         nodes.retain(|n| msg.status.is_none_or(|s| n.status == s as i32));
+        // Usage and the last heartbeat stay off the log; only the leader has them.
+        if let Some(leader) = &self.leader {
+            for n in &mut nodes {
+                leader.liveness().decorate(n);
+            }
+        }
         MessageResult(nodes)
     }
 }
@@ -432,9 +459,23 @@ impl Handler<PollWork> for ManifestActor {
     }
 }
 
-impl Handler<CheckHeartbeat> for ManifestActor {
-    type Result = MessageResult<CheckHeartbeat>;
-    fn handle(&mut self, msg: CheckHeartbeat, _: &mut Context<Self>) -> Self::Result {
+impl Handler<LeadershipChanged> for ManifestActor {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
+        // The raft actor tells the manifest actor first, so the state exists before the
+        // scheduler or the monitor, told next, can ask for a step in the new term.
+        if !msg.is_leader {
+            self.leader = None;
+        } else if self.leader.as_ref().is_none_or(|l| l.term() != msg.term) {
+            let now = self.clock.now_ms();
+            self.leader = Some(LeaderState::new(msg.term, now, self.liveness.clone()));
+        }
+    }
+}
+
+impl Handler<LeaderHeartbeat> for ManifestActor {
+    type Result = Option<HeartbeatStep>;
+    fn handle(&mut self, msg: LeaderHeartbeat, _: &mut Context<Self>) -> Self::Result {
         let hb = HeartbeatIn {
             registration: &msg.registration,
             running: &msg.running,
@@ -443,18 +484,14 @@ impl Handler<CheckHeartbeat> for ManifestActor {
             agent_time_ms: msg.agent_time_ms,
             leaving: msg.leaving,
         };
-        let decision = msg
-            .liveness
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .heartbeat(&self.manifest, hb, msg.now_ms, msg.wall_ms);
-        let node_id = &msg.registration.node_id;
-        if !decision.abort.is_empty() {
-            self.held_back.insert(node_id.clone());
-        } else if self.held_back.remove(node_id) {
+        let manifest = &self.manifest;
+        let step = (self.leader.as_mut())
+            .filter(|l| l.term() == msg.term)
+            .map(|l| l.heartbeat(manifest, hb, msg.now_ms, msg.wall_ms));
+        if step.as_ref().is_some_and(|s| s.released) {
             self.wake_scheduler();
         }
-        MessageResult(decision)
+        step
     }
 }
 
@@ -474,46 +511,49 @@ impl Handler<GetStatus> for ManifestActor {
     }
 }
 
-impl Handler<PlanAssignments> for ManifestActor {
-    type Result = Option<AssignTasks>;
-    fn handle(&mut self, msg: PlanAssignments, _: &mut Context<Self>) -> Self::Result {
-        let limits = PlacementLimits {
-            batch_assignments_max: msg.batch_max,
-            ..PlacementLimits::default()
+impl Handler<LeaderRound> for ManifestActor {
+    type Result = Option<Kind>;
+    fn handle(&mut self, msg: LeaderRound, _: &mut Context<Self>) -> Self::Result {
+        let manifest = &self.manifest;
+        (self.leader.as_mut())
+            .filter(|l| l.term() == msg.term)
+            .and_then(|l| l.round(manifest, msg.now_ms, &msg.limits, msg.expire))
+    }
+}
+
+impl Handler<LeaderScan> for ManifestActor {
+    type Result = Option<ScanStep>;
+    fn handle(&mut self, msg: LeaderScan, _: &mut Context<Self>) -> Self::Result {
+        let manifest = &self.manifest;
+        (self.leader.as_mut())
+            .filter(|l| l.term() == msg.term)
+            .map(|l| l.scan(manifest, msg.now_ms, msg.leader_can_commit))
+    }
+}
+
+impl Handler<GetLiveReport> for ManifestActor {
+    type Result = MessageResult<GetLiveReport>;
+    fn handle(&mut self, _: GetLiveReport, _: &mut Context<Self>) -> Self::Result {
+        let Some(leader) = &self.leader else {
+            return MessageResult(LiveReport::default());
         };
-        let mut timers = msg.timers.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = scheduler::place(
-            &self.manifest,
-            |t| timers.backoff_over(t, msg.mono_now_ms),
-            &limits,
-            &self.held_back,
-        );
-        (!plan.assignments.is_empty()).then_some(plan)
-    }
-}
-
-impl Handler<PlanExpirations> for ManifestActor {
-    type Result = Option<ExpireTasks>;
-    fn handle(&mut self, msg: PlanExpirations, _: &mut Context<Self>) -> Self::Result {
-        let mut timers = msg.timers.lock().unwrap_or_else(|e| e.into_inner());
-        let e = timers.expired(&self.manifest, msg.mono_now_ms, msg.report_grace_ms);
-        (!e.run_timed_out.is_empty() || !e.queue_timed_out.is_empty()).then_some(e)
-    }
-}
-
-impl Handler<EvaluateLiveness> for ManifestActor {
-    type Result = MessageResult<EvaluateLiveness>;
-    fn handle(&mut self, msg: EvaluateLiveness, _: &mut Context<Self>) -> Self::Result {
-        let mut liveness = msg.liveness.lock().unwrap_or_else(|e| e.into_inner());
-        let actions = liveness.evaluate(msg.now_ms, &self.manifest, msg.leader_can_commit);
-        MessageResult((actions, self.manifest.node_count()))
-    }
-}
-
-impl Handler<ReleaseHeldBack> for ManifestActor {
-    type Result = ();
-    fn handle(&mut self, _: ReleaseHeldBack, _: &mut Context<Self>) {
-        self.held_back.clear();
+        let now = self.clock.now_ms();
+        let wall = wall_clock_ms();
+        let liveness = leader.liveness();
+        let alerts = liveness
+            .alert()
+            .map(|a| ClusterAlert {
+                code: a.code.to_string(),
+                message: a.message.clone(),
+                // The core keeps monotonic time; shown as the wall-clock moment it was raised.
+                since: wall - now.saturating_sub(a.since_ms) as i64,
+            })
+            .into_iter()
+            .collect();
+        MessageResult(LiveReport {
+            alerts,
+            heartbeat_interval_ms: liveness.heartbeat_interval_ms(self.manifest.node_count()),
+        })
     }
 }
 
@@ -542,10 +582,12 @@ fn assignment_of(t: &Task) -> TaskAssignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::command::AssignTasks;
     use crate::manifest::command::AttemptRef;
     use crate::manifest::command::{Assignment, SubmitTask, command};
     use crate::proto::NodeCapacity;
-    use crate::raft::{Entry, Snapshot, SnapshotMeta, Term};
+    use crate::raft::{Entry, Snapshot, SnapshotMeta};
+    use actix::Addr;
     use prost::Message as _;
 
     const NOW: i64 = 1_700_000_000_000;
@@ -591,10 +633,18 @@ mod tests {
         })
     }
 
+    fn actor() -> (Addr<ManifestActor>, watch::Receiver<LogIndex>) {
+        let (tx, applied) = watch::channel(LogIndex(0));
+        let liveness = LivenessConfig::default();
+        (
+            ManifestActor::new(tx, liveness, MonoClock::start()).start(),
+            applied,
+        )
+    }
+
     #[actix::test]
     async fn timeouts_run_on_the_monotonic_clock_not_the_proposers_wall_clock_s8() {
-        let (tx, _) = watch::channel(LogIndex(0));
-        let m = ManifestActor::new(tx).start();
+        let (m, _) = actor();
         let submit = Kind::SubmitTask(SubmitTask {
             task_id: TASK.into(),
             task_type: "sleep".into(),
@@ -606,16 +656,22 @@ mod tests {
         // the monotonic readings passed in below count.
         let entries = vec![entry(1, submit), entry(2, register()), entry(3, assign())];
         m.send(ApplyCommitted { entries }).await.unwrap();
-        let timers = Arc::new(Mutex::new(LeaderTimers::new()));
-        let scan = |mono_now_ms: u64| PlanExpirations {
-            mono_now_ms,
-            timers: timers.clone(),
-            report_grace_ms: 200,
+        m.send(leads(true, 1)).await.unwrap();
+        let round = |now_ms: u64| LeaderRound {
+            term: Term(1),
+            now_ms,
+            expire: true,
+            limits: RoundLimits {
+                report_grace_ms: 200,
+                ..RoundLimits::default()
+            },
         };
-        assert!(m.send(scan(10)).await.unwrap().is_none());
-        assert!(m.send(scan(1_100)).await.unwrap().is_none());
+        assert!(m.send(round(10)).await.unwrap().is_none());
+        assert!(m.send(round(1_100)).await.unwrap().is_none());
         // Only the monotonic clock passing timeout + grace fires it.
-        let e = m.send(scan(1_210)).await.unwrap().expect("timed out");
+        let Some(Kind::ExpireTasks(e)) = m.send(round(1_210)).await.unwrap() else {
+            panic!("timed out");
+        };
         assert_eq!(
             e.run_timed_out,
             vec![AttemptRef {
@@ -626,10 +682,46 @@ mod tests {
         assert!(e.queue_timed_out.is_empty());
     }
 
+    fn leads(is_leader: bool, term: u64) -> LeadershipChanged {
+        LeadershipChanged {
+            is_leader,
+            leader: None,
+            term: Term(term),
+        }
+    }
+
+    #[actix::test]
+    async fn a_message_for_a_term_this_controller_does_not_lead_in_is_refused() {
+        let (m, _) = actor();
+        m.send(ApplyCommitted {
+            entries: vec![entry(1, submit()), entry(2, register())],
+        })
+        .await
+        .unwrap();
+        let round = |term: u64| LeaderRound {
+            term: Term(term),
+            now_ms: 0,
+            expire: false,
+            limits: RoundLimits::default(),
+        };
+        // Not told it leads: nothing is decided, whatever the term.
+        assert!(m.send(round(3)).await.unwrap().is_none());
+        // A candidate, then the leader of term 3.
+        m.send(leads(false, 3)).await.unwrap();
+        m.send(leads(true, 3)).await.unwrap();
+        assert!(m.send(round(2)).await.unwrap().is_none(), "an older term");
+        assert!(matches!(
+            m.send(round(3)).await.unwrap(),
+            Some(Kind::AssignTasks(_))
+        ));
+        m.send(leads(false, 4)).await.unwrap();
+        assert!(m.send(round(3)).await.unwrap().is_none(), "stepped down");
+        assert!(m.send(GetLiveReport).await.unwrap().alerts.is_empty());
+    }
+
     #[actix::test]
     async fn applies_in_order_wakes_the_node_and_round_trips_a_snapshot() {
-        let (tx, applied) = watch::channel(LogIndex(0));
-        let m = ManifestActor::new(tx).start();
+        let (m, applied) = actor();
         let noop = Entry {
             term: Term(1),
             index: LogIndex(1),
@@ -646,8 +738,14 @@ mod tests {
             results.iter().map(|r| r.index.get()).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
-        assert!(results[0].response.is_empty(), "a no-op has no response");
-        let outcome = cmds::decode_result(&results[1].response).unwrap();
+        assert!(results[0].response.is_none(), "a no-op has no response");
+        let outcome = results[1]
+            .response
+            .as_ref()
+            .and_then(|r| r.downcast_ref::<Result<cmds::CommandOutcome, ManifestError>>())
+            .expect("an outcome")
+            .as_ref()
+            .unwrap();
         assert_eq!(outcome.task().unwrap().task_id, TASK);
         assert_eq!(*applied.borrow(), LogIndex(3));
 
@@ -691,8 +789,7 @@ mod tests {
 
         let (index, data) = m.send(TakeSnapshot).await.unwrap().unwrap();
         assert_eq!(index, LogIndex(4));
-        let (tx2, _) = watch::channel(LogIndex(0));
-        let copy = ManifestActor::new(tx2).start();
+        let (copy, _) = actor();
         let snapshot = |i: u64| Snapshot {
             meta: SnapshotMeta {
                 index: LogIndex(i),
@@ -715,7 +812,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(t.status, TaskStatus::Assigned as i32);
-        // A snapshot older than the applied state would roll it back (SCENARIOS C8).
+        // A snapshot older than the applied state would roll it back (docs/failures.md C8).
         let err = copy
             .send(RestoreSnapshot {
                 snapshot: snapshot(3),

@@ -18,14 +18,18 @@ pub struct ApplyCommitted {
     pub entries: Vec<Entry>,
 }
 
-/// The state machine's answer for one applied entry (encoded response bytes; empty for
-/// no-ops and membership changes).
-#[derive(Debug, Clone)]
+/// The state machine's answer to one applied command, handed to its proposer as the value
+/// it is: it never leaves the process, so it is never encoded. The manifest actor answers a
+/// `Result<CommandOutcome, ManifestError>` ([`proposer::Proposer`] takes it back).
+pub type Response = Box<dyn std::any::Any + Send>;
+
+/// The state machine's answer for one applied entry.
+#[derive(Debug)]
 pub struct ApplyResult {
     /// Index of the applied entry.
     pub index: LogIndex,
-    /// Encoded response, handed back to whoever proposed the entry.
-    pub response: Vec<u8>,
+    /// The answer for whoever proposed the entry; `None` for no-ops and membership changes.
+    pub response: Option<Response>,
 }
 
 /// Raft actor → state-machine actor: serialize the state as of the last applied index.
@@ -52,6 +56,33 @@ pub struct LeadershipChanged {
     pub leader: Option<NodeId>,
     /// Current term.
     pub term: Term,
+}
+
+/// Anyone → scheduler: there may be work to place. Idempotent.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WakeScheduler;
+
+/// The leader's monotonic clock: milliseconds since the controller started. One value is
+/// shared by the scheduler, the heartbeat monitor and the manifest actor, so every timer of
+/// the leader state is read on the same clock (docs/failures.md S8). Never a wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct MonoClock {
+    origin: std::time::Instant,
+}
+
+impl MonoClock {
+    /// A clock that reads 0 now.
+    pub fn start() -> MonoClock {
+        MonoClock {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since [`MonoClock::start`].
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Why a proposal or read barrier did not succeed.
@@ -85,7 +116,7 @@ pub enum ProposeFailure {
 /// Gateway/control shell → raft actor: replicate `command` and answer with the state
 /// machine's response once it is applied on this controller.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<u8>, ProposeFailure>")]
+#[rtype(result = "Result<Option<Response>, ProposeFailure>")]
 pub struct Propose {
     /// Encoded state-machine command.
     pub command: Vec<u8>,
@@ -104,5 +135,3 @@ pub mod manifest;
 pub mod proposer;
 pub mod raft;
 pub mod scheduler;
-pub mod transport;
-pub mod wire;

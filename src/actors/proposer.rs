@@ -2,8 +2,8 @@
 //!
 //! Every proposer (gateway, scheduler, heartbeat monitor) builds commands the same way: the
 //! wall clock of the proposing controller (`now_ms`, unix ms) and its Raft term go into the
-//! command, so `apply` itself never reads a clock (DESIGN.md "The manifest"). A command is
-//! acknowledged only once it is committed and applied on this controller (issue 4 §2).
+//! command, so `apply` itself never reads a clock (docs/architecture.md#manifest). A command is
+//! acknowledged only once it is committed and applied on this controller (docs/lifecycle.md#exactly-once-outcomes).
 
 #![warn(missing_docs)]
 
@@ -53,13 +53,16 @@ impl Proposer {
     /// clock, and wait until it is applied here.
     pub async fn propose(&self, term: Term, kind: Kind) -> Result<CommandOutcome, ProposeError> {
         let cmd = command::command(wall_clock_ms(), term.get(), kind);
-        let bytes = self
+        let response = self
             .raft
             .send(Propose {
                 command: cmd.encode_to_vec(),
             })
             .await??;
-        Ok(command::decode_result(&bytes)?)
+        let outcome = response
+            .and_then(|r| r.downcast::<Result<CommandOutcome, ManifestError>>().ok())
+            .ok_or_else(|| ProposeError::Mailbox("the state machine gave no outcome".into()))?;
+        Ok((*outcome)?)
     }
 }
 

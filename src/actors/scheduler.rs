@@ -1,31 +1,31 @@
-//! The scheduler actor (leader only): turns PENDING tasks into placements (DESIGN.md
-//! "Scheduling").
+//! The scheduler actor (leader only): turns PENDING tasks into placements
+//! (docs/architecture.md#scheduling).
 //!
-//! It owns only timing and proposing. The placement itself is the pure `crate::scheduler`
-//! core, run by the manifest actor over its state ([`PlanAssignments`]) so the manifest is
-//! never copied. One `AssignTasks` batch is in flight at a time: the next plan starts only
-//! after the previous batch committed (or failed), so a task is never planned twice from a
-//! stale view. Each `apply` re-checks every placement anyway and skips the ones that no
-//! longer fit.
+//! It owns only *when* to schedule and the proposing. The round itself — expiries first,
+//! then one placement batch — is the leader's pure step ([`crate::leader::LeaderState::round`]),
+//! run by the manifest actor, which owns the leader state beside the manifest
+//! ([`LeaderRound`]). One command is in flight at a time: the next round starts only after the
+//! previous one committed (or failed), so a task is never planned twice from a stale view.
+//! Each `apply` re-checks every placement anyway and skips the ones that no longer fit.
 //!
 //! It runs when woken (a submission, a registration, a freed slot — see
 //! [`crate::actors::manifest`]) and on a timer (backoff delays end, run and queue timeouts
-//! expire without any command to wake it). Backoff and timeouts are timed on this
-//! controller's monotonic clock ([`LeaderTimers`]), never on a wall clock.
+//! expire without any command to wake it). Backoff and timeouts are timed on the leader's
+//! monotonic clock ([`MonoClock`]), never on a wall clock.
 
 #![warn(missing_docs)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::LeadershipChanged;
-use crate::actors::manifest::{ManifestActor, PlanAssignments, PlanExpirations};
+use crate::actors::manifest::{LeaderRound, ManifestActor};
 use crate::actors::proposer::Proposer;
+use crate::actors::{LeadershipChanged, MonoClock, WakeScheduler};
+use crate::leader::RoundLimits;
 use crate::manifest::command::Kind;
 use crate::raft::Term;
-use crate::scheduler::timers::LeaderTimers;
+use crate::scheduler::PlacementLimits;
 
 /// Mailbox bound of the scheduler (messages).
 pub const SCHEDULER_MAILBOX_MESSAGES_MAX: usize = 64;
@@ -55,45 +55,52 @@ impl Default for SchedulerOptions {
     }
 }
 
-/// Anyone → scheduler: there may be work to place. Idempotent.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct WakeScheduler;
-
 /// The scheduler actor. See the module docs.
 pub struct SchedulerActor {
     opts: SchedulerOptions,
+    clock: MonoClock,
     manifest: Addr<ManifestActor>,
     proposer: Proposer,
     term: Option<Term>,
     running: bool,
     woken: bool,
     last_expiry: Option<Instant>,
-    /// Origin of the monotonic clock backoff and timeouts are measured on (SCENARIOS S8).
-    epoch: Instant,
-    /// Backoff, queue and run timers; cleared on every leadership change so an inherited
-    /// task gets its full wait from leadership start.
-    timers: Arc<Mutex<LeaderTimers>>,
 }
 
 impl SchedulerActor {
-    /// A scheduler planning over `manifest` and proposing through `proposer`.
-    pub fn new(opts: SchedulerOptions, manifest: Addr<ManifestActor>, proposer: Proposer) -> Self {
+    /// A scheduler deciding through `manifest` on `clock` and proposing through `proposer`.
+    pub fn new(
+        opts: SchedulerOptions,
+        clock: MonoClock,
+        manifest: Addr<ManifestActor>,
+        proposer: Proposer,
+    ) -> Self {
         SchedulerActor {
             opts,
+            clock,
             manifest,
             proposer,
             term: None,
             running: false,
             woken: false,
             last_expiry: None,
-            epoch: Instant::now(),
-            timers: Arc::new(Mutex::new(LeaderTimers::new())),
         }
     }
 
-    /// One round: expire timed-out attempts, then plan and propose one batch. Re-runs at once
-    /// if woken meanwhile or if the batch was full (more may be waiting).
+    fn limits(&self) -> RoundLimits {
+        RoundLimits {
+            placement: PlacementLimits {
+                batch_assignments_max: self.opts.batch_assignments_max,
+                ..PlacementLimits::default()
+            },
+            report_grace_ms: u64::try_from(self.opts.run_timeout_report_grace.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// One round: expire timed-out attempts (at most every `expiry_interval`), then plan and
+    /// propose one batch. Re-runs at once if woken meanwhile or if the batch was full (more
+    /// may be waiting).
     fn round(&mut self, ctx: &mut Context<Self>) {
         let Some(term) = self.term else { return };
         if self.running {
@@ -102,46 +109,39 @@ impl SchedulerActor {
         }
         self.running = true;
         self.woken = false;
-        let manifest = self.manifest.clone();
-        let proposer = self.proposer.clone();
-        let batch_max = self.opts.batch_assignments_max;
         let expire_now = self
             .last_expiry
             .is_none_or(|t| t.elapsed() >= self.opts.expiry_interval);
         if expire_now {
             self.last_expiry = Some(Instant::now());
         }
-        let mono_now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let expirations = PlanExpirations {
-            mono_now_ms,
-            timers: self.timers.clone(),
-            report_grace_ms: u64::try_from(self.opts.run_timeout_report_grace.as_millis())
-                .unwrap_or(u64::MAX),
-        };
-        let plan = PlanAssignments {
-            mono_now_ms,
-            timers: self.timers.clone(),
-            batch_max,
-        };
+        let (manifest, proposer) = (self.manifest.clone(), self.proposer.clone());
+        let (limits, clock) = (self.limits(), self.clock);
+        let batch_max = limits.placement.batch_assignments_max;
         let work = async move {
-            if expire_now
-                && let Ok(Some(expire)) = manifest.send(expirations).await
-                && let Err(e) = proposer.propose(term, Kind::ExpireTasks(expire)).await
-            {
-                tracing::debug!(error = %e, "expiry not committed");
-                return false;
-            }
-            let plan = match manifest.send(plan).await {
-                Ok(Some(plan)) => plan,
-                _ => return false,
-            };
-            let full = plan.assignments.len() >= batch_max;
-            match proposer.propose(term, Kind::AssignTasks(plan)).await {
-                Ok(_) => full,
-                Err(e) => {
-                    tracing::debug!(error = %e, "assignment batch not committed");
-                    false
+            let mut expire = expire_now;
+            loop {
+                let round = LeaderRound {
+                    term,
+                    now_ms: clock.now_ms(),
+                    expire,
+                    limits,
+                };
+                let Ok(Some(kind)) = manifest.send(round).await else {
+                    return false;
+                };
+                let full =
+                    matches!(&kind, Kind::AssignTasks(p) if p.assignments.len() >= batch_max);
+                let expiry = matches!(kind, Kind::ExpireTasks(_));
+                if let Err(e) = proposer.propose(term, kind).await {
+                    tracing::debug!(error = %e, "scheduling round not committed");
+                    return false;
                 }
+                if !expiry {
+                    return full;
+                }
+                // The expiry committed; place on the state it left.
+                expire = false;
             }
         };
         ctx.spawn(work.into_actor(self).map(|again, act, ctx| {
@@ -174,12 +174,8 @@ impl Handler<WakeScheduler> for SchedulerActor {
 impl Handler<LeadershipChanged> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        // The timers are the leader state's (a new term starts them afresh).
         self.term = msg.is_leader.then_some(msg.term);
-        // Timers are this leader's alone: a new leader starts every clock afresh.
-        self.timers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         self.last_expiry = None;
         if msg.is_leader {
             tracing::info!(term = %msg.term, "scheduler active (leader)");

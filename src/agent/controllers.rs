@@ -1,4 +1,4 @@
-//! Which controller the agent talks to, and failing over between them (issue 3 §5, issue 4 §7).
+//! Which controller the agent talks to, and failing over between them (docs/architecture.md#agent, docs/lifecycle.md#failover).
 //!
 //! The agent knows every controller's address. Any member accepts agent calls (followers
 //! forward to the leader), so the agent sticks to one address while it answers and moves on

@@ -1,4 +1,4 @@
-//! The agent's event loops (issue 3 §5, issue 4 §1, §3, §7): heartbeat, long-poll, run,
+//! The agent's event loops (docs/architecture.md#agent, docs/lifecycle.md#attempts-and-fencing): heartbeat, long-poll, run,
 //! report, and graceful shutdown. tokio only; the agent does not use actix.
 //!
 //! ```text
@@ -13,9 +13,9 @@
 //!
 //! Every call about a task carries `(task_id, attempt)`. An attempt the controllers reject as
 //! superseded (FAILED_PRECONDITION / NOT_FOUND) or tell us to abort is dropped without
-//! a report: its outcome no longer matters (fencing, issue 4 §1). Reports are retried with
+//! a report: its outcome no longer matters (fencing, docs/lifecycle.md#attempts-and-fencing). Reports are retried with
 //! the same content across controllers until one is acknowledged, since a retried identical
-//! report is a success (issue 4 §2).
+//! report is a success (docs/lifecycle.md#exactly-once-outcomes).
 //!
 //! Shutdown: polling stops at once; running attempts get `shutdown_grace` to finish and
 //! report; then they are cancelled and reported as retryable failures ("agent shutting
@@ -434,7 +434,7 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
     let mut rejected_backoff = backoff_builder.build();
     // Consecutive polls that came back empty well before their wait (a redirect after a
     // leadership change, or a server that does not long-poll). The first re-poll goes out at
-    // once so agents reach a new leader immediately (issue 4 §7); later ones are paced so a
+    // once so agents reach a new leader immediately (docs/lifecycle.md#failover); later ones are paced so a
     // misbehaving server is not polled in a tight loop.
     let mut early_empty_streak: u32 = 0;
     loop {

@@ -1,4 +1,4 @@
-//! `mlcp bench`: the numbers of issue 3 §10, measured end to end over gRPC.
+//! `mlcp bench`: the numbers of docs/architecture.md#tools, measured end to end over gRPC.
 //!
 //! Phases (each against real `mlcp server` processes with durable redb storage):
 //! 1. **end to end**: `--echo-tasks` no-op (`echo`) tasks submitted by 64 concurrent clients
@@ -22,16 +22,16 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::args::{BenchArgs, OutputFormat};
-use super::client::Client;
 use super::commands;
 use super::config;
 use super::error::CliError;
-use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
+use crate::client::Client;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{ListTasksRequest, NodeStatus, SubmitTaskRequest, TaskConstraints, TaskStatus};
+use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 
 /// Concurrent submitters in the end-to-end phase.
 const E2E_CLIENTS: usize = 64;

@@ -1,4 +1,4 @@
-//! `mlcp bench-liveness`: the liveness numbers of issue 4 §10, measured over gRPC against a
+//! `mlcp bench-liveness`: the liveness numbers of docs/architecture.md#tools, measured over gRPC against a
 //! local 3-controller cluster (child processes of this executable, durable redb storage).
 //!
 //! Phases:
@@ -34,16 +34,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::args::{OutputFormat, non_negative_f64, unsigned};
-use super::client::Client;
 use super::commands;
 use super::error::CliError;
-use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
+use crate::client::Client;
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{HeartbeatRequest, NodeCapacity, NodeStatus, SubmitTaskRequest, TaskStatus};
+use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 
 /// Histogram range: 1 µs to 60 s, 3 significant digits.
 const LATENCY_US_MAX: u64 = 60_000_000;

@@ -10,12 +10,12 @@ use tonic::transport::Channel;
 use super::args::{
     ClientArgs, ClusterCommand, NodeCommand, OutputFormat, TaskCommand, TaskSubmitArgs,
 };
-use super::client::Client;
 use super::config::{self, ClientConfig};
 use super::error::CliError;
 use super::json;
 use super::out::{out, outln};
 use super::table::{Table, span, truncate, unix_ms};
+use crate::client::Client;
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{AgentArgs, ClientArgs, OutputFormat, ServerArgs};
 use crate::agent::AgentOptions;
-use crate::gateway::ServerOptions;
+use crate::controller::ServerOptions;
 
 /// Config file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "mlcp.toml";
@@ -30,7 +30,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "mlcp.toml";
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 /// HTTP address of a controller when nothing else is configured.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-/// Longest long-poll a server grants (issue 3 §1), in milliseconds.
+/// Longest long-poll a server grants (docs/architecture.md#api), in milliseconds.
 pub const POLL_TIMEOUT_MS_MAX: u64 = 30_000;
 
 /// Why the configuration could not be resolved; each variant names the key and the value.

@@ -16,16 +16,16 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::args::DemoArgs;
-use super::client::Client;
 use super::commands::{self, render_cluster_status};
 use super::error::CliError;
-use super::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use super::out::{out, outln};
 use super::signals;
 use super::table::Table;
 use crate::agent::verify_matmul;
+use crate::client::Client;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
+use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 
 /// Matrix orders the demo cycles through (mixed sizes, 256–1024).
 const SIZES: [u64; 6] = [256, 384, 512, 640, 768, 1024];

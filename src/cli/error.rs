@@ -9,7 +9,7 @@ pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// No controller answered; names every address tried with the reason it failed.
-    #[error("no reachable mlcp server; tried {}", format_tried(.tried))]
+    #[error("no reachable mlcp server; tried {}", crate::client::format_tried(.tried))]
     NoServer {
         /// `(address, why it failed)` in the order tried.
         tried: Vec<(String, String)>,
@@ -17,7 +17,7 @@ pub enum CliError {
     /// The controller could not start or failed while serving (port in use, data dir of
     /// another node or cluster, …).
     #[error(transparent)]
-    Server(#[from] crate::gateway::ServerError),
+    Server(#[from] crate::controller::ServerError),
     /// The agent could not run (bad option, registration refused).
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
@@ -61,6 +61,15 @@ impl CliError {
     }
 }
 
+impl From<crate::client::ClientError> for CliError {
+    fn from(e: crate::client::ClientError) -> Self {
+        match e {
+            crate::client::ClientError::NoServer { tried } => CliError::NoServer { tried },
+            crate::client::ClientError::Status(status) => status.into(),
+        }
+    }
+}
+
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
         CliError::Status {
@@ -68,12 +77,4 @@ impl From<tonic::Status> for CliError {
             message: status.message().to_owned(),
         }
     }
-}
-
-fn format_tried(tried: &[(String, String)]) -> String {
-    tried
-        .iter()
-        .map(|(addr, why)| format!("{addr} ({why})"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

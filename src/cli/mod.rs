@@ -15,13 +15,11 @@
 pub mod args;
 pub mod bench;
 pub mod bench_liveness;
-pub mod client;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod json;
-pub mod local_cluster;
 pub mod logging;
 pub mod out;
 pub mod signals;
@@ -74,7 +72,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .build()
                 .map_err(CliError::io("starting the signal watcher"))?;
             let shutdown = signals_rt.block_on(async { signals::shutdown_token() });
-            let outcome = crate::gateway::run_server(opts, shutdown);
+            let outcome = crate::controller::run_server(opts, shutdown);
             signals_rt.shutdown_background();
             outcome.map_err(CliError::from)
         }

@@ -1,4 +1,5 @@
-//! A gRPC client over a list of controllers: tries each address in order, follows leader
+//! The failover gRPC client over a list of controllers (used by the CLI, the demo, the
+//! benches and the test kit): tries each address in order, follows leader
 //! hints, and retries while the cluster has no leader, until the request timeout.
 //!
 //! Every member accepts every call (followers forward to the leader), so the first reachable
@@ -15,7 +16,29 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::error::CliError;
+/// Why [`Client::call`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No controller answered; names every address tried with the reason it failed.
+    #[error("no reachable mlcp server; tried {}", format_tried(.tried))]
+    NoServer {
+        /// `(address, why it failed)` in the order tried.
+        tried: Vec<(String, String)>,
+    },
+    /// A controller answered with a gRPC error (the last UNAVAILABLE once the timeout
+    /// passed, or the first other error).
+    #[error("server error {:?}: {}", .0.code(), .0.message())]
+    Status(Status),
+}
+
+/// `addr (why), addr (why), …` on one line.
+pub fn format_tried(tried: &[(String, String)]) -> String {
+    tried
+        .iter()
+        .map(|(addr, why)| format!("{addr} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Response metadata key in which a controller names the leader as `ID@ADDRESS` (either part
 /// may be empty when unknown); the gateway's `forward::LEADER_HEADER`.
@@ -112,10 +135,10 @@ impl Client {
 
     /// Runs `call` against the controllers until one answers.
     ///
-    /// Errors: [`CliError::NoServer`] naming every address when none could be reached;
-    /// [`CliError::Status`] for the first gRPC error that is not UNAVAILABLE, or the last
+    /// Errors: [`ClientError::NoServer`] naming every address when none could be reached;
+    /// [`ClientError::Status`] for the first gRPC error that is not UNAVAILABLE, or the last
     /// UNAVAILABLE once the timeout has passed.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, CliError>
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -131,7 +154,7 @@ impl Client {
                     continue;
                 }
                 match self.attempt(&addr, &mut call).await {
-                    Attempt::Done(result) => return result.map_err(CliError::from),
+                    Attempt::Done(result) => return result.map_err(ClientError::Status),
                     Attempt::Unreachable(why) => tried.push((addr, why)),
                     Attempt::Busy(status) => {
                         if let Some(leader) = leader_hint(&status) {
@@ -143,9 +166,9 @@ impl Client {
                 }
             }
             match last_busy {
-                None => return Err(CliError::NoServer { tried }),
+                None => return Err(ClientError::NoServer { tried }),
                 Some(status) if deadline.is_some_and(|d| Instant::now() + ROUND_PAUSE >= d) => {
-                    return Err(status.into());
+                    return Err(ClientError::Status(status));
                 }
                 Some(_) => tokio::time::sleep(ROUND_PAUSE).await,
             }
@@ -205,7 +228,7 @@ mod tests {
             .await
             .unwrap_err();
         let line = err.to_string();
-        assert!(matches!(err, CliError::NoServer { .. }), "{line}");
+        assert!(matches!(err, ClientError::NoServer { .. }), "{line}");
         assert!(line.contains(&a) && line.contains(&b), "{line}");
         assert!(!line.contains('\n'), "{line}");
     }

@@ -9,46 +9,42 @@
 
 #![warn(missing_docs)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use actix::{Actor, Supervisor};
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use actix::{Actor, Addr, Supervisor};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codegen::{Service, http};
-use tonic::server::NamedService;
+use tonic::codegen::http;
+use tower::util::MapResponseLayer;
 
+use crate::actors::MonoClock;
 use crate::actors::heartbeat_monitor::{HeartbeatMonitorActor, MonitorOptions};
 use crate::actors::manifest::{ManifestActor, SetScheduler};
 use crate::actors::proposer::Proposer;
 use crate::actors::raft::{StartError, StateMachine, StopRaft, SubscribeLeadership};
 use crate::actors::scheduler::{SchedulerActor, SchedulerOptions};
-use crate::actors::transport::PeerChannels;
-use crate::gateway::ServerOptions;
-use crate::gateway::cluster_service::{ClusterSvc, cluster_status};
+use crate::controller::ServerOptions;
+use crate::controller::replication::{ReplicationHandle, start_replication};
+use crate::gateway::cluster_service::ClusterSvc;
 use crate::gateway::context::Ctx;
 use crate::gateway::forward::{AddressBook, LeaderView, LeadershipWatcher, Router};
 use crate::gateway::node_service::NodeSvc;
-use crate::gateway::raft_service::start_replication;
 use crate::gateway::task_service::TaskSvc;
+use crate::peer::client::PeerChannels;
+use crate::peer::server::RaftGrpc;
 use crate::proto::cluster_service_server::ClusterServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
+use crate::proto::raft_service_server::RaftServiceServer;
 use crate::proto::task_service_server::TaskServiceServer;
-use crate::proto::{MemberRole, Suffrage};
 use crate::raft::{LogIndex, NodeId};
 
 /// Largest client or agent message a controller decodes, in bytes (larger ones get
-/// RESOURCE_EXHAUSTED; issue 3 "Oversized messages").
+/// RESOURCE_EXHAUSTED; docs/architecture.md#bad-input).
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest response a controller encodes, in bytes (a page of 1000 tasks with large payloads
 /// may exceed the decode limit).
@@ -200,6 +196,124 @@ impl AddressBook for PeerChannels {
     }
 }
 
+/// The control shell of one controller: the actors beside the replication shell.
+struct ControlActors {
+    manifest: Addr<ManifestActor>,
+    monitor: Addr<HeartbeatMonitorActor>,
+    proposer: Proposer,
+    leader_view: watch::Receiver<LeaderView>,
+}
+
+/// Starts the scheduler, the heartbeat monitor and the leadership watcher around `manifest`
+/// (all on one [`MonoClock`]) and subscribes them to leadership changes, the manifest actor
+/// first so its leader state exists before the others ask for a step.
+async fn start_control_actors(
+    manifest: Addr<ManifestActor>,
+    monitor_opts: MonitorOptions,
+    clock: MonoClock,
+    repl: &ReplicationHandle,
+) -> ControlActors {
+    let proposer = Proposer::new(repl.raft.clone().recipient());
+    let (m, p) = (manifest.clone(), proposer.clone());
+    let scheduler =
+        Supervisor::start(move |_| SchedulerActor::new(SchedulerOptions::default(), clock, m, p));
+    manifest.do_send(SetScheduler {
+        scheduler: scheduler.clone().recipient(),
+    });
+    let (m, p) = (manifest.clone(), proposer.clone());
+    let raft_status = repl.raft.clone().recipient();
+    let monitor = Supervisor::start(move |_| {
+        HeartbeatMonitorActor::new(monitor_opts, clock, m, p, raft_status)
+    });
+    let (leader_tx, leader_view) = watch::channel(LeaderView::default());
+    let watcher = LeadershipWatcher::new(leader_tx).start();
+    for subscriber in [
+        manifest.clone().recipient(),
+        scheduler.recipient(),
+        monitor.clone().recipient(),
+        watcher.recipient(),
+    ] {
+        let _ = repl.raft.send(SubscribeLeadership { subscriber }).await;
+    }
+    ControlActors {
+        manifest,
+        monitor,
+        proposer,
+        leader_view,
+    }
+}
+
+/// What the gateway services share: the actors, the leader view and the router.
+fn gateway_context(
+    opts: &ServerOptions,
+    repl: &ReplicationHandle,
+    actors: ControlActors,
+    applied: watch::Receiver<LogIndex>,
+    shutdown: &CancellationToken,
+) -> Ctx {
+    let self_address = repl
+        .configured_addresses
+        .get(&repl.node_id)
+        .cloned()
+        .unwrap_or_else(|| opts.listen.to_string());
+    let router = Router::new(
+        repl.node_id,
+        self_address,
+        actors.leader_view,
+        Arc::new(repl.peers.clone()),
+        FORWARD_TIMEOUT,
+    );
+    Ctx {
+        router,
+        manifest: actors.manifest,
+        proposer: actors.proposer,
+        read_barrier: repl.raft.clone().recipient(),
+        monitor: actors.monitor,
+        raft: repl.raft.clone(),
+        applied,
+        shutdown: shutdown.clone(),
+        cluster_name: opts.cluster_name.clone(),
+    }
+}
+
+/// The tonic server with every service: clients' and agents' with their message limits, and
+/// the peers' `RaftService`. A request over the decode limit is answered RESOURCE_EXHAUSTED
+/// (the gRPC convention, docs/architecture.md#bad-input) instead of tonic's OUT_OF_RANGE.
+fn grpc_server(
+    ctx: Ctx,
+    raft_service: RaftServiceServer<RaftGrpc>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> {
+    let oversize = MapResponseLayer::new(|mut resp: http::Response<tonic::body::Body>| {
+        rewrite_oversize_status(resp.headers_mut());
+        resp
+    });
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(oversize)
+        .add_service(
+            TaskServiceServer::new(TaskSvc::new(ctx.clone()))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            NodeServiceServer::new(NodeSvc::new(ctx.clone()))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            ClusterServiceServer::new(ClusterSvc::new(ctx))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
+        )
+        .add_service(raft_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+}
+
+/// One controller from start to stop, on the controller thread's actix system: the manifest
+/// actor, the replication shell, the control actors, then the gRPC and HTTP servers until
+/// `shutdown` is cancelled.
 async fn controller(
     opts: ServerOptions,
     grpc: std::net::TcpListener,
@@ -208,7 +322,10 @@ async fn controller(
     ready: std::sync::mpsc::SyncSender<()>,
 ) -> Result<(), ServerError> {
     let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
-    let manifest = Supervisor::start(move |_| ManifestActor::new(applied_tx));
+    let clock = MonoClock::start();
+    let monitor_opts = MonitorOptions::with_stale_after(opts.node_stale_after);
+    let liveness = monitor_opts.liveness.clone();
+    let manifest = Supervisor::start(move |_| ManifestActor::new(applied_tx, liveness, clock));
     let state_machine = StateMachine {
         apply: manifest.clone().recipient(),
         take_snapshot: manifest.clone().recipient(),
@@ -216,89 +333,22 @@ async fn controller(
     };
     let repl = start_replication(&opts, state_machine).await?;
     let node_id = repl.node_id;
-    let proposer = Proposer::new(repl.raft.clone().recipient());
-
-    let (sched_manifest, sched_proposer) = (manifest.clone(), proposer.clone());
-    let scheduler = Supervisor::start(move |_| {
-        SchedulerActor::new(SchedulerOptions::default(), sched_manifest, sched_proposer)
-    });
-    manifest.do_send(SetScheduler {
-        scheduler: scheduler.clone().recipient(),
-    });
-    let monitor_opts = MonitorOptions::with_stale_after(opts.node_stale_after);
-    let (mon_manifest, mon_proposer) = (manifest.clone(), proposer.clone());
-    let raft_status = repl.raft.clone().recipient();
-    let monitor = Supervisor::start(move |_| {
-        HeartbeatMonitorActor::new(monitor_opts, mon_manifest, mon_proposer, raft_status)
-    });
-    let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
-    let watcher = LeadershipWatcher::new(leader_tx).start();
-    for subscriber in [
-        scheduler.recipient(),
-        monitor.clone().recipient(),
-        watcher.recipient(),
-    ] {
-        let _ = repl.raft.send(SubscribeLeadership { subscriber }).await;
-    }
-
-    let self_address = repl
-        .configured_addresses
-        .get(&node_id)
-        .cloned()
-        .unwrap_or_else(|| opts.listen.to_string());
-    let router = Router::new(
-        node_id,
-        self_address,
-        leader_rx,
-        Arc::new(repl.peers.clone()),
-        FORWARD_TIMEOUT,
-    );
-    let ctx = Ctx {
-        router,
-        manifest,
-        proposer,
-        read_barrier: repl.raft.clone().recipient(),
-        monitor,
-        raft: repl.raft.clone(),
-        applied: applied_rx,
-        shutdown: shutdown.clone(),
-        cluster_name: opts.cluster_name.clone(),
-    };
+    let actors = start_control_actors(manifest, monitor_opts, clock, &repl).await;
+    let ctx = gateway_context(&opts, &repl, actors, applied_rx, &shutdown);
 
     let listener = tokio::net::TcpListener::from_std(grpc).map_err(ServerError::Runtime)?;
-    let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(OversizeIsResourceExhausted(
-            TaskServiceServer::new(TaskSvc::new(ctx.clone()))
-                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
-        ))
-        .add_service(OversizeIsResourceExhausted(
-            NodeServiceServer::new(NodeSvc::new(ctx.clone()))
-                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
-        ))
-        .add_service(OversizeIsResourceExhausted(
-            ClusterServiceServer::new(ClusterSvc::new(ctx.clone()))
-                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(CLIENT_RESPONSE_BYTES_MAX),
-        ))
-        .add_service(repl.service)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
-        );
-    let grpc_task = tokio::spawn(grpc_server);
+    let raft_service = repl.service.clone();
+    let grpc_task = tokio::spawn(grpc_server(
+        ctx.clone(),
+        raft_service,
+        listener,
+        shutdown.clone(),
+    ));
     let http_task = match http {
         Some(l) => {
             let l = tokio::net::TcpListener::from_std(l).map_err(ServerError::Runtime)?;
-            let app = axum::Router::new()
-                .route("/healthz", axum::routing::get(healthz))
-                .route("/status", axum::routing::get(status_page))
-                .route("/metrics", axum::routing::get(metrics_page))
-                .with_state(ctx.clone());
-            let serve =
-                axum::serve(l, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let serve = axum::serve(l, super::http::router(ctx.clone()))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             Some(tokio::spawn(async move { serve.await }))
         }
         None => None,
@@ -318,140 +368,6 @@ async fn controller(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ServerError::Serve(e.to_string())),
         Err(e) => Err(ServerError::Serve(e.to_string())),
-    }
-}
-
-async fn healthz(State(ctx): State<Ctx>) -> impl IntoResponse {
-    let view = ctx.router.view();
-    let body = serde_json::json!({
-        "status": "ok",
-        "node_id": ctx.router.self_id().get(),
-        "is_leader": view.is_leader,
-        "leader_id": view.leader.map(|l| l.get()).unwrap_or(0),
-        "term": view.term.get(),
-    });
-    (StatusCode::OK, axum::Json(body))
-}
-
-async fn status_page(State(ctx): State<Ctx>) -> impl IntoResponse {
-    match cluster_status(&ctx).await {
-        Ok(s) => {
-            let members: Vec<serde_json::Value> = s
-                .members
-                .iter()
-                .map(|m| {
-                    serde_json::json!({
-                        "id": m.id,
-                        "address": m.address,
-                        "role": MemberRole::try_from(m.role)
-                            .map(|r| r.as_str_name().trim_start_matches("MEMBER_ROLE_"))
-                            .unwrap_or("UNSPECIFIED"),
-                        "suffrage": Suffrage::try_from(m.suffrage)
-                            .map(|r| r.as_str_name().trim_start_matches("SUFFRAGE_"))
-                            .unwrap_or("UNSPECIFIED"),
-                        "match_index": m.match_index,
-                    })
-                })
-                .collect();
-            let body = serde_json::json!({
-                "self_id": s.self_id,
-                "cluster_name": s.cluster_name,
-                "leader_id": s.leader_id,
-                "leader_address": s.leader_address,
-                "term": s.term,
-                "commit_index": s.commit_index,
-                "applied_index": s.applied_index,
-                "heartbeat_interval_ms": s.heartbeat_interval_ms,
-                "members": members,
-                "alerts": s.alerts.iter().map(|a| serde_json::json!({
-                    "code": a.code, "message": a.message, "since": a.since,
-                })).collect::<Vec<_>>(),
-                "task_counts": s.task_counts,
-            });
-            (StatusCode::OK, axum::Json(body))
-        }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "error": e.message() })),
-        ),
-    }
-}
-
-/// Prometheus text exposition of the controller's state (the mass-failure brake shows as
-/// `mlcp_alert{code="MASS_NODE_FAILURE"} 1`, issue 4 §6).
-async fn metrics_page(State(ctx): State<Ctx>) -> impl IntoResponse {
-    use std::fmt::Write as _;
-    let Ok(s) = cluster_status(&ctx).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, String::new());
-    };
-    let mut out = String::new();
-    let view = ctx.router.view();
-    let _ = writeln!(
-        out,
-        "# TYPE mlcp_is_leader gauge\nmlcp_is_leader {}",
-        u8::from(view.is_leader)
-    );
-    let _ = writeln!(out, "# TYPE mlcp_term gauge\nmlcp_term {}", s.term);
-    let _ = writeln!(
-        out,
-        "# TYPE mlcp_commit_index gauge\nmlcp_commit_index {}",
-        s.commit_index
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE mlcp_applied_index gauge\nmlcp_applied_index {}",
-        s.applied_index
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE mlcp_heartbeat_interval_ms gauge\nmlcp_heartbeat_interval_ms {}",
-        s.heartbeat_interval_ms
-    );
-    let _ = writeln!(out, "# TYPE mlcp_tasks gauge");
-    for (status, n) in &s.task_counts {
-        let _ = writeln!(out, "mlcp_tasks{{status=\"{status}\"}} {n}");
-    }
-    let _ = writeln!(out, "# TYPE mlcp_alert gauge");
-    let braked = s.alerts.iter().any(|a| a.code == "MASS_NODE_FAILURE");
-    let _ = writeln!(
-        out,
-        "mlcp_alert{{code=\"MASS_NODE_FAILURE\"}} {}",
-        u8::from(braked)
-    );
-    (StatusCode::OK, out)
-}
-
-/// Wraps a tonic service so a request over the decode limit is answered RESOURCE_EXHAUSTED
-/// (the gRPC convention, and issue 3's) instead of tonic's OUT_OF_RANGE.
-#[derive(Clone)]
-pub struct OversizeIsResourceExhausted<S>(pub S);
-
-impl<S: NamedService> NamedService for OversizeIsResourceExhausted<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B> Service<http::Request<B>> for OversizeIsResourceExhausted<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            rewrite_oversize_status(resp.headers_mut());
-            Ok(resp)
-        })
     }
 }
 

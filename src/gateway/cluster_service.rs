@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::actors::heartbeat_monitor::GetMonitorReport;
-use crate::actors::manifest::{GetNode, GetStatus, ListNodes};
+use crate::actors::manifest::{GetLiveReport, GetNode, GetStatus, ListNodes};
 use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MemberChange, SnapshotFailure, TransferLeader, TriggerSnapshot,
 };
 use crate::gateway::context::Ctx;
 use crate::gateway::convert::{parse_node_status_filter, validate_node_id};
+use crate::gateway::forward::forward_to_leader;
 use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
 use crate::manifest::command::{Kind, SetNodeStatus};
 use crate::proto::cluster_service_client::ClusterServiceClient;
@@ -116,8 +116,8 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     let monitor = ctx
-        .monitor
-        .send(GetMonitorReport::default())
+        .manifest
+        .send(GetLiveReport)
         .await
         .map_err(|e| ctx.mailbox_status(e))?;
     let st = &raft.status;
@@ -148,29 +148,13 @@ pub async fn cluster_status(ctx: &Ctx) -> Result<GetClusterStatusResponse, Statu
     })
 }
 
-/// Nodes with the leader's live figures merged in (usage and last heartbeat stay off the
-/// log; only the leader has them).
+/// Nodes, with the leader's live figures (usage, last heartbeat: off the log, only the leader
+/// has them) filled in by the manifest actor.
 async fn nodes_with_usage(ctx: &Ctx, status: Option<NodeStatus>) -> Result<Vec<Node>, Status> {
-    let mut nodes = ctx
-        .manifest
+    ctx.manifest
         .send(ListNodes { status })
         .await
-        .map_err(|e| ctx.mailbox_status(e))?;
-    let node_ids = nodes.iter().map(|n| n.node_id.clone()).collect();
-    let report = ctx
-        .monitor
-        .send(GetMonitorReport { node_ids })
-        .await
-        .map_err(|e| ctx.mailbox_status(e))?;
-    for n in &mut nodes {
-        if let Some(u) = report.usage.get(&n.node_id) {
-            n.cpu_usage = u.cpu_usage;
-            n.memory_usage = u.memory_usage;
-            n.last_heartbeat = u.last_heartbeat_ms;
-            n.agent_time = u.agent_time_ms;
-        }
-    }
-    Ok(nodes)
+        .map_err(|e| ctx.mailbox_status(e))
 }
 
 fn snapshot_status(e: SnapshotFailure) -> Status {
@@ -299,12 +283,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .transfer_leader(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, ClusterServiceClient::transfer_leader);
         let TransferLeaderRequest { target_id } = req.into_inner();
         let raft = self
             .ctx
@@ -332,12 +311,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .add_member(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, ClusterServiceClient::add_member);
         let AddMemberRequest { id, address } = req.into_inner();
         let id = member_id("id", id)?;
         if address.trim().is_empty() {
@@ -363,12 +337,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<PromoteMemberRequest>,
     ) -> Result<Response<PromoteMemberResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .promote_member(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, ClusterServiceClient::promote_member);
         let PromoteMemberRequest { id } = req.into_inner();
         let members = self
             .change(MemberChange::Promote {
@@ -382,12 +351,7 @@ impl ClusterService for ClusterSvc {
         &self,
         mut req: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .remove_member(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, ClusterServiceClient::remove_member);
         let RemoveMemberRequest { id } = req.into_inner();
         let members = self
             .change(MemberChange::Remove {
@@ -424,12 +388,7 @@ impl ClusterService for ClusterSvc {
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(Duration::from_millis(deadline_ms) + Duration::from_secs(5));
         }
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return ClusterServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .drain_node(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, ClusterServiceClient::drain_node);
         let DrainNodeRequest {
             node_id,
             deadline_ms: _,

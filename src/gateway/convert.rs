@@ -1,5 +1,5 @@
 //! Proto ↔ domain conversions for the gateway: every request is checked here, before anything
-//! is proposed, and a bad field becomes `INVALID_ARGUMENT` naming it (issue 3 "Bad input").
+//! is proposed, and a bad field becomes `INVALID_ARGUMENT` naming it (docs/architecture.md#bad-input).
 //!
 //! Each conversion destructures the request message fully, so a field added to the proto
 //! breaks the build here until it is handled.
@@ -18,7 +18,7 @@ pub use crate::manifest::validate::{
     IDEMPOTENCY_KEY_CHARS_MAX, MAX_ATTEMPTS_MAX, NODE_ID_CHARS_MAX, TASK_TYPE_CHARS_MAX,
 };
 
-/// Largest `task_data` / `result_data` document, in bytes (issue 3: default 1 MiB).
+/// Largest `task_data` / `result_data` document, in bytes (docs/architecture.md#bad-input: default 1 MiB).
 pub const TASK_DATA_BYTES_MAX: usize = validate::TASK_DATA_BYTES_MAX_DEFAULT;
 /// Longest error text kept from a report, in bytes (longer text is cut, not refused).
 pub const ERROR_TEXT_BYTES_MAX: usize = 64 * 1024;
@@ -95,7 +95,7 @@ impl TryFrom<proto::SubmitTaskRequest> for ValidSubmit {
     type Error = Status;
 
     /// The manifest's rules (task type, JSON and its size, attempts, key, retry policy,
-    /// labels), plus issue 3's: `max_attempts` 0 is refused rather than defaulted, because a
+    /// labels), plus docs/architecture.md#bad-input, `max_attempts` 0 is refused rather than defaulted, because a
     /// client that forgot the field should hear about it.
     fn try_from(req: proto::SubmitTaskRequest) -> Result<Self, Status> {
         validate::validate_submit_request(&req, &Limits::default()).map_err(refused)?;

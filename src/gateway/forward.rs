@@ -1,11 +1,11 @@
-//! Followers forward client and agent calls to the leader (DESIGN.md "API": "Followers forward
+//! Followers forward client and agent calls to the leader (docs/architecture.md#api: "Followers forward
 //! client and agent calls to the leader; errors use standard gRPC codes with a leader hint").
 //!
 //! What this file owns:
 //! - [`LeaderView`], the gateway's picture of who leads, kept current by the
 //!   [`LeadershipWatcher`] actor (a subscriber of the raft actor's
 //!   [`LeadershipChanged`] messages) through a `tokio::sync::watch` channel, so long polls can
-//!   be cancelled the moment leadership moves (issue 4 §7, scenario S11);
+//!   be cancelled the moment leadership moves (docs/lifecycle.md#failover, docs/failures.md S11);
 //! - [`Router`], which decides per call whether to serve it here or forward it, hands out one
 //!   reused channel per peer, and bounds forwarding to a single hop: a forwarded call carries
 //!   [`FORWARDED_HEADER`] and is never forwarded again (a follower that receives one answers
@@ -289,6 +289,23 @@ pub fn parse_leader_hint(status: &Status) -> Option<(u64, String)> {
     let id = if id.is_empty() { 0 } else { id.parse().ok()? };
     Some((id, addr.to_string()))
 }
+
+/// Serves the call on the leader: on a follower, `forward_to_leader!(ctx, req,
+/// TaskServiceClient::submit_task)` forwards `req` (with its metadata: deadline, forwarded
+/// mark) to the leader through the generated client and returns the leader's answer from the
+/// enclosing handler; on the leader it does nothing. A second hop, or no known leader, returns
+/// UNAVAILABLE with the leader hint ([`Router::route`]).
+macro_rules! forward_to_leader {
+    ($ctx:expr, $req:ident, $client:ident :: $method:ident) => {
+        if let $crate::gateway::forward::Route::Forward(ch) = $ctx.router.route(&mut $req)? {
+            return $client::new(ch)
+                .max_decoding_message_size($crate::gateway::forward::FORWARD_RESPONSE_BYTES_MAX)
+                .$method($req)
+                .await;
+        }
+    };
+}
+pub(crate) use forward_to_leader;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! `mlcp.v1.NodeService`: the agent API. Every call runs on the leader (followers forward):
 //! heartbeats feed the leader's in-memory liveness tracker, polls must see the latest
-//! committed assignments (linearizable, SCENARIOS S6), and acknowledgements and reports are
-//! commands answered only once committed (issue 4 §2).
+//! committed assignments (linearizable, docs/failures.md S6), and acknowledgements and reports are
+//! commands answered only once committed (docs/lifecycle.md#exactly-once-outcomes).
 
 #![warn(missing_docs)]
 
@@ -14,7 +14,7 @@ use crate::actors::heartbeat_monitor::Heartbeat;
 use crate::actors::manifest::PollWork;
 use crate::gateway::context::Ctx;
 use crate::gateway::convert::{ValidAck, ValidHeartbeat, ValidReport, validate_node_id};
-use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
+use crate::gateway::forward::forward_to_leader;
 use crate::proto::internal::command::Kind;
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::node_service_server::NodeService;
@@ -24,7 +24,7 @@ use crate::proto::{
     TaskStatus,
 };
 
-/// Longest long poll, in ms (issue 3: "waits up to a client-given deadline, at most 30 s").
+/// Longest long poll, in ms (docs/architecture.md#bad-input: "waits up to a client-given deadline, at most 30 s").
 pub const POLL_WAIT_MS_MAX: u64 = 30_000;
 /// Extra time a forwarded poll gets beyond its wait, for the hop and the answer.
 const POLL_FORWARD_MARGIN: Duration = Duration::from_secs(5);
@@ -48,12 +48,7 @@ impl NodeService for NodeSvc {
         &self,
         mut req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .heartbeat(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, NodeServiceClient::heartbeat);
         let hb = ValidHeartbeat::try_from(req.into_inner())?;
         let reply = self
             .ctx
@@ -86,12 +81,7 @@ impl NodeService for NodeSvc {
         if !req.metadata().contains_key("grpc-timeout") {
             req.set_timeout(wait + POLL_FORWARD_MARGIN);
         }
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .poll_task(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, NodeServiceClient::poll_task);
         let PollTaskRequest {
             node_id,
             wait_ms: _,
@@ -128,7 +118,7 @@ impl NodeService for NodeSvc {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = leader.changed() => {
                     if !self.ctx.router.view().is_leader {
-                        // SCENARIOS S11: send the agent to the new leader at once.
+                        // docs/failures.md S11: send the agent to the new leader at once.
                         return Err(self.ctx.router.unavailable("leadership moved; poll the new leader"));
                     }
                 }
@@ -148,12 +138,7 @@ impl NodeService for NodeSvc {
         &self,
         mut req: Request<AckTaskStartedRequest>,
     ) -> Result<Response<AckTaskStartedResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .ack_task_started(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, NodeServiceClient::ack_task_started);
         let ValidAck(ack) = ValidAck::try_from(req.into_inner())?;
         let outcome = self
             .ctx
@@ -171,12 +156,7 @@ impl NodeService for NodeSvc {
         &self,
         mut req: Request<ReportTaskResultRequest>,
     ) -> Result<Response<ReportTaskResultResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return NodeServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .report_task_result(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, NodeServiceClient::report_task_result);
         let ValidReport(report) = ValidReport::try_from(req.into_inner())?;
         let outcome = self
             .ctx

@@ -15,7 +15,7 @@ use crate::gateway::context::Ctx;
 use crate::gateway::convert::{
     ValidSubmit, page_size, parse_page_token, parse_status_filter, parse_task_id,
 };
-use crate::gateway::forward::{FORWARD_RESPONSE_BYTES_MAX, Route};
+use crate::gateway::forward::forward_to_leader;
 use crate::proto::internal::{self, command::Kind};
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::task_service_server::TaskService;
@@ -75,12 +75,7 @@ impl TaskService for TaskSvc {
         &self,
         mut req: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return TaskServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .submit_task(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, TaskServiceClient::submit_task);
         let valid = ValidSubmit::try_from(req.into_inner())?;
         let cmd = valid.into_command(Uuid::now_v7());
         let outcome = self
@@ -103,12 +98,7 @@ impl TaskService for TaskSvc {
     ) -> Result<Response<GetTaskResponse>, Status> {
         let task_id = parse_task_id("task_id", &req.get_ref().task_id)?;
         if req.get_ref().consistent {
-            if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-                return TaskServiceClient::new(ch)
-                    .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                    .get_task(req)
-                    .await;
-            }
+            forward_to_leader!(self.ctx, req, TaskServiceClient::get_task);
             self.ctx.read_barrier().await?;
         }
         let task = self.get_local(task_id).await?;
@@ -129,12 +119,7 @@ impl TaskService for TaskSvc {
         let after = parse_page_token("page_token", page_token)?;
         let limit = page_size(*size);
         if *consistent {
-            if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-                return TaskServiceClient::new(ch)
-                    .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                    .list_tasks(req)
-                    .await;
-            }
+            forward_to_leader!(self.ctx, req, TaskServiceClient::list_tasks);
             self.ctx.read_barrier().await?;
         }
         let page = self
@@ -159,12 +144,7 @@ impl TaskService for TaskSvc {
         mut req: Request<CancelTaskRequest>,
     ) -> Result<Response<CancelTaskResponse>, Status> {
         let task_id = parse_task_id("task_id", &req.get_ref().task_id)?;
-        if let Route::Forward(ch) = self.ctx.router.route(&mut req)? {
-            return TaskServiceClient::new(ch)
-                .max_decoding_message_size(FORWARD_RESPONSE_BYTES_MAX)
-                .cancel_task(req)
-                .await;
-        }
+        forward_to_leader!(self.ctx, req, TaskServiceClient::cancel_task);
         let CancelTaskRequest { task_id: _, reason } = req.into_inner();
         let outcome = self
             .ctx

@@ -1,4 +1,4 @@
-//! The heartbeat monitor's pure core (issue 4 §4–§6; SCENARIOS S3, S4, S8, S9, S10, S12).
+//! The heartbeat monitor's pure core (docs/lifecycle.md; docs/failures.md S3, S4, S8, S9, S10, S12).
 //!
 //! Heartbeats stay off the Raft log: the leader records each one here, in memory, on its own
 //! **monotonic** clock (milliseconds passed in by the shell; agent timestamps are kept for
@@ -146,10 +146,10 @@ pub struct HeartbeatDecision {
     pub interval_ms: u64,
     /// Attempts the agent runs that are no longer its own (superseded, cancelled, ended by
     /// the controller): it must abort them (S1). While this is non-empty the node must get
-    /// no new placements (issue 4 §5): the shell holds it back.
+    /// no new placements (docs/lifecycle.md#returning-nodes): the shell holds it back.
     pub abort: Vec<RunningAttempt>,
     /// The registration differs from the committed one (or the node is not up): propose a
-    /// `RegisterNode`. Steady heartbeats write nothing (issue 4 §4, §7).
+    /// `RegisterNode`. Steady heartbeats write nothing (docs/lifecycle.md#liveness-off-the-log).
     pub register: bool,
     /// The agent is leaving and its node is up: propose a `NodeLost` now (requeueing
     /// anything still placed on it) rather than wait for the stale timeout. Takes the place
@@ -397,7 +397,7 @@ impl Liveness {
         // heartbeats are spread over one interval. So the brake counts every node silent for
         // at least `stale_after - interval` (about to go stale with the first) as part of the
         // same failure; otherwise each scan sees only a slice of the fleet, below the
-        // threshold, and declares it lost piecemeal (SCENARIOS S9, found by the lifecycle
+        // threshold, and declares it lost piecemeal (docs/failures.md S9, found by the lifecycle
         // simulator).
         let suspect_after = stale_after.saturating_sub(self.heartbeat_interval_ms(nodes.len()));
         let suspects = if stale.is_empty() {

@@ -1,4 +1,4 @@
-//! Retry backoff with deterministic jitter (issue 4 §3). Pure integer/IEEE arithmetic only
+//! Retry backoff with deterministic jitter (docs/lifecycle.md#retries-and-backoff). Pure integer/IEEE arithmetic only
 //! (no `powf`, no RNG) so every replica computes the same `not_before`.
 
 use crate::proto::RetryPolicy;

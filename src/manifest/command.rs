@@ -11,7 +11,7 @@ pub use crate::proto::internal::{
     CommandResult, ExpireTasks, NodeLost, RegisterNode, ReportResult, RequeueReason, RequeueTasks,
     SetNodeStatus, SkippedAssignment, SubmitTask, command::Kind,
 };
-use crate::proto::{self, Node, Task};
+use crate::proto::{Node, Task};
 
 use super::error::ManifestError;
 
@@ -133,7 +133,7 @@ pub fn command(now_ms: i64, term: u64, kind: Kind) -> Command {
     }
 }
 
-/// A command under client session `(client_id, sequence)` (SCENARIOS C10: a retried command
+/// A command under client session `(client_id, sequence)` (docs/failures.md C10: a retried command
 /// applies once).
 pub fn command_with_session(
     client_id: impl Into<String>,
@@ -151,46 +151,4 @@ pub fn command_with_session(
         term,
         kind: Some(kind),
     }
-}
-
-/// The `SubmitTask` command for a gateway request and a proposer-chosen id.
-pub fn submit_from_request(task_id: &super::TaskId, req: &proto::SubmitTaskRequest) -> Kind {
-    Kind::SubmitTask(SubmitTask {
-        task_id: task_id.to_string(),
-        task_type: req.task_type.clone(),
-        task_data: req.task_data.clone(),
-        max_attempts: req.max_attempts,
-        priority: req.priority,
-        constraints: req.constraints.clone(),
-        resources: req.resources,
-        idempotency_key: req.idempotency_key.clone(),
-        retry_policy: req.retry_policy,
-        run_timeout_ms: req.run_timeout_ms,
-        queue_timeout_ms: req.queue_timeout_ms,
-    })
-}
-
-/// The `RegisterNode` command for a heartbeat (usage figures are not part of it).
-pub fn register_from_heartbeat(req: &proto::HeartbeatRequest) -> RegisterNode {
-    RegisterNode {
-        node_id: req.node_id.clone(),
-        address: req.address.clone(),
-        cloud_provider: req.cloud_provider.clone(),
-        region: req.region.clone(),
-        capacity: req.capacity,
-        labels: req.labels.clone(),
-    }
-}
-
-/// The `ReportResult` command for a gateway request.
-pub fn report_from_request(req: &proto::ReportTaskResultRequest) -> Kind {
-    Kind::ReportResult(ReportResult {
-        task_id: req.task_id.clone(),
-        attempt: req.attempt,
-        node_id: req.node_id.clone(),
-        success: req.success,
-        result_data: req.result_data.clone(),
-        error: req.error.clone(),
-        retryable: req.retryable,
-    })
 }

@@ -22,7 +22,7 @@ pub enum ErrorKind {
 /// Why a manifest command or query was refused. Nothing was written when one is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    /// A field of the request is invalid (issue 3 "Bad input"); `field` names it.
+    /// A field of the request is invalid (docs/architecture.md#bad-input); `field` names it.
     #[error("invalid {field}: {message}")]
     InvalidArgument {
         /// Proto field name, e.g. `task_type`.
@@ -42,8 +42,8 @@ pub enum ManifestError {
         /// The id asked for.
         node_id: String,
     },
-    /// The call is about an attempt that is no longer the task's live attempt (issue 4 §1,
-    /// SCENARIOS S1): superseded by a newer attempt, or ended by the controller (node lost,
+    /// The call is about an attempt that is no longer the task's live attempt (docs/lifecycle.md#attempts-and-fencing,
+    /// docs/failures.md S1): superseded by a newer attempt, or ended by the controller (node lost,
     /// timeout, cancel). The agent must abort it.
     #[error(
         "task {task_id} attempt {attempt} is stale (current attempt {current_attempt}, status {status})"
@@ -72,7 +72,7 @@ pub enum ManifestError {
         /// Node the attempt belongs to.
         assigned_node_id: String,
     },
-    /// A report for an attempt that already has a different reported outcome (issue 4 §2).
+    /// A report for an attempt that already has a different reported outcome (docs/lifecycle.md#exactly-once-outcomes).
     #[error("task {task_id} attempt {attempt} already reported a different outcome")]
     ConflictingOutcome {
         /// The task.
@@ -98,7 +98,7 @@ pub enum ManifestError {
         task_id: String,
     },
     /// A node status change proposed in an older term than the node's last status change
-    /// (a deposed leader's decision, SCENARIOS S3).
+    /// (a deposed leader's decision, docs/failures.md S3).
     #[error("node {node_id:?} status change from term {term} is older than term {current_term}")]
     StaleTerm {
         /// The node.

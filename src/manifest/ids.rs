@@ -7,7 +7,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 /// A task id: a UUID v7 chosen by the controller that accepted the submission, so ids sort
-/// by creation time (issue 3 §6). Displayed in the hyphenated lowercase form.
+/// by creation time (docs/architecture.md#identifiers). Displayed in the hyphenated lowercase form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(pub Uuid);
 
@@ -47,7 +47,7 @@ pub struct TaskIdError {
     pub text: String,
 }
 
-/// An attempt number of a task (issue 4 §1): 1 for the first assignment, +1 for each later
+/// An attempt number of a task (docs/lifecycle.md#attempts-and-fencing): 1 for the first assignment, +1 for each later
 /// one; 0 means "never assigned". Only grows, and fences out superseded attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Attempt(pub u32);

@@ -1,4 +1,4 @@
-//! Task lifecycle transitions (DESIGN.md "Task lifecycle"; issue 4 §1–§3): submission,
+//! Task lifecycle transitions (docs/lifecycle.md): submission,
 //! assignment as numbered attempts, start acknowledgement, reports with fencing and
 //! exactly-once outcomes, requeue with backoff, timeouts and cancellation.
 //!
@@ -59,7 +59,7 @@ struct AttemptEnd<'a> {
 
 /// Ends the current in-flight attempt and moves the task on: COMPLETED; or back to PENDING
 /// with backoff while attempts remain and the failure is retryable; else FAILED.
-/// `max_attempts = 1` therefore never yields a second attempt (SCENARIOS S7). The backoff is
+/// `max_attempts = 1` therefore never yields a second attempt (docs/failures.md S7). The backoff is
 /// recorded as a duration (`backoff_ms`), which the leader times on its monotonic clock;
 /// `not_before` is only the proposer-clock estimate shown to users.
 fn end_attempt(id: &TaskId, t: &mut Task, end: AttemptEnd<'_>, now: i64) {
@@ -111,7 +111,7 @@ fn end_attempt(id: &TaskId, t: &mut Task, end: AttemptEnd<'_>, now: i64) {
 impl Manifest {
     /// Adds a submitted task as PENDING (seed `AddTask`). Returns the task and whether the
     /// submission was a duplicate: a known idempotency key returns the task created first
-    /// (issue 4 §2); the same task id with the same type and data is a replay. Errors:
+    /// (docs/lifecycle.md#exactly-once-outcomes); the same task id with the same type and data is a replay. Errors:
     /// `InvalidArgument` naming the field; `AlreadyExists` for a reused id with other content.
     pub fn add_task(&mut self, s: &SubmitTask, now: i64) -> Result<(Task, bool), ManifestError> {
         if !s.idempotency_key.is_empty()
@@ -325,7 +325,7 @@ impl Manifest {
         Ok((task, false))
     }
 
-    /// Shared report path: fencing, then exactly-once (issue 4 §2).
+    /// Shared report path: fencing, then exactly-once (docs/lifecycle.md#exactly-once-outcomes).
     fn report(
         &mut self,
         id: &TaskId,

@@ -1,6 +1,6 @@
 //! The replicated TaskManifest: tasks and worker nodes, changed only by applying commands
-//! that were committed through Raft (DESIGN.md "The manifest", "Task lifecycle"; issue 3 §2,
-//! issue 4 §1–§3).
+//! that were committed through Raft (docs/architecture.md#manifest, "Task lifecycle"; docs/architecture.md#manifest,
+//! docs/lifecycle.md).
 //!
 //! Pure and deterministic: no clock (every timestamp is the proposer's `now_ms` inside the
 //! command), no RNG (task ids come inside the command; backoff jitter is a hash of the task id
@@ -63,7 +63,7 @@ use crate::proto::{Node, NodeStatus, ResourceRequest, Task, TaskStatus};
 use command::{Command, CommandOutcome, Kind};
 
 /// Position of a PENDING task in the placement order: higher priority first, then
-/// submission order (DESIGN.md "Scheduling").
+/// submission order (docs/architecture.md#scheduling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PendingKey {
     /// `-priority`, so ascending order is descending priority.
@@ -106,7 +106,7 @@ impl Resources {
 pub struct Manifest {
     tasks: BTreeMap<TaskId, Task>,
     nodes: BTreeMap<String, Node>,
-    /// Term of the last committed status change per node (SCENARIOS S3).
+    /// Term of the last committed status change per node (docs/failures.md S3).
     node_status_terms: BTreeMap<String, u64>,
     sessions: BTreeMap<String, SessionRecord>,
     next_submit_seq: u64,
@@ -160,7 +160,7 @@ impl Manifest {
 
     /// Applies one committed command. With a client session, a `(client_id, sequence)` that
     /// was already applied returns the recorded outcome (with current task/node values) and
-    /// changes nothing (SCENARIOS C10). On `Err` nothing but the session record was written.
+    /// changes nothing (docs/failures.md C10). On `Err` nothing but the session record was written.
     pub fn apply_command(&mut self, cmd: &Command) -> Result<CommandOutcome, ManifestError> {
         let session = cmd
             .session
@@ -420,7 +420,7 @@ impl Manifest {
     }
 
     /// Which of the attempts an agent says it runs it must abort: every one that is not the
-    /// live attempt of its task on that node (superseded, ended, cancelled, unknown) (issue 4
+    /// live attempt of its task on that node (superseded, ended, cancelled, unknown) (docs/lifecycle.md
     /// §1, §5). Order follows `running`.
     pub fn attempts_to_abort(
         &self,

@@ -1,6 +1,6 @@
 //! Worker nodes in the manifest: registration (from heartbeats, written only when something
-//! changed), committed status transitions with term fencing (SCENARIOS S3), and the seed's
-//! node queries. Live usage figures and heartbeat times stay off the log (issue 4 §4).
+//! changed), committed status transitions with term fencing (docs/failures.md S3), and the seed's
+//! node queries. Live usage figures and heartbeat times stay off the log (docs/lifecycle.md#liveness-off-the-log).
 
 use crate::proto::{Node, NodeStatus, Task, TaskConstraints};
 
@@ -132,7 +132,7 @@ impl Manifest {
     /// HEALTHY or DRAINING nodes whose `last_heartbeat` is at least `timeout_ms` before
     /// `now_ms` (seed `CheckStaleNodes`; pure: both times are given). The manifest's
     /// `last_heartbeat` is the last committed registration time; the leader's heartbeat
-    /// monitor (`crate::scheduler::liveness`) tracks live heartbeats off the log.
+    /// monitor (`crate::liveness`) tracks live heartbeats off the log.
     pub fn check_stale_nodes(&self, now_ms: i64, timeout_ms: i64) -> Vec<String> {
         self.nodes
             .values()
@@ -150,7 +150,7 @@ impl Manifest {
     /// True if committing `reg` would change anything: an unknown node, a different
     /// address/provider/region/capacity/labels, or a node that is not currently up (a
     /// returning UNHEALTHY node becomes HEALTHY again). Proposers skip identical
-    /// re-registrations so steady heartbeats write nothing (issue 4 §7, SCENARIOS S12).
+    /// re-registrations so steady heartbeats write nothing (docs/lifecycle.md#failover, docs/failures.md S12).
     pub fn registration_changes(&self, reg: &RegisterNode) -> bool {
         match self.nodes.get(&reg.node_id) {
             None => true,
@@ -290,7 +290,7 @@ impl Manifest {
 
     /// The node was declared lost: UNHEALTHY, and every unfinished attempt on it is requeued
     /// (NODE_LOST; FAILED if its attempts are used up). Level-triggered: repeating it on an
-    /// UNHEALTHY node requeues whatever is still there (SCENARIOS S10).
+    /// UNHEALTHY node requeues whatever is still there (docs/failures.md S10).
     pub fn node_lost(
         &mut self,
         node_id: &str,

@@ -1,4 +1,4 @@
-//! The client session table (Raft thesis §6.3; SCENARIOS C10): each client's recent
+//! The client session table (Raft thesis §6.3; docs/failures.md C10): each client's recent
 //! `(sequence → reply)` window, so a command retried after a leader change is applied once.
 //! Replies are stored compactly (task and node ids only) and filled from the current state
 //! when replayed. Sessions idle longest are evicted first once the table is full.

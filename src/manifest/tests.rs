@@ -1,4 +1,4 @@
-//! Manifest behaviour tests: lifecycle, fencing (issue 4 §1, SCENARIOS S1), exactly-once
+//! Manifest behaviour tests: lifecycle, fencing (docs/lifecycle.md#attempts-and-fencing, docs/failures.md S1), exactly-once
 //! outcomes (S5), retries (S7), sessions (C10), level-triggered node loss (S10), term fencing
 //! (S3), registration idempotence (S12), and determinism of apply/snapshot.
 

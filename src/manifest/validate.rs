@@ -1,5 +1,5 @@
 //! Input validation shared by the gateway (before proposing) and `apply` (defence in depth).
-//! Each error names the proto field that was wrong (issue 3, "Bad input").
+//! Each error names the proto field that was wrong (docs/architecture.md#bad-input).
 
 use std::collections::BTreeMap;
 

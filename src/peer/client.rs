@@ -21,19 +21,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::actors::raft::Outbox;
 use crate::proto::RaftBatch;
 use crate::proto::raft_service_client::RaftServiceClient;
 use crate::raft::{Message, NodeId};
-
-/// Where the raft actor hands outgoing messages. Implementations must not block: they queue
-/// or drop.
-pub trait Outbox: Send + Sync + 'static {
-    /// Sends one Ready's messages (any mix of receivers), in order per receiver.
-    fn send(&self, messages: Vec<Message>);
-    /// The current members other than this one and their gRPC addresses. Peers not listed
-    /// are forgotten; a changed address gets a new connection.
-    fn set_peers(&self, peers: &BTreeMap<NodeId, String>);
-}
 
 /// Limits and timeouts of the gRPC transport.
 #[derive(Clone, Debug)]

@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::config::Config;
+use super::error::ProposeError;
 use super::log::RaftLog;
-use super::node::{Config, ProposeError};
 use super::progress::{Progress, ProgressState};
 use super::storage::{Storage, StorageError};
 use super::types::{
@@ -84,7 +85,7 @@ pub(crate) struct Raft<S: Storage> {
     pub(crate) transferee: Option<NodeId>,
     reads: VecDeque<ReadRequest>,
     read_seq: u64,
-    /// Reads waiting until the leader commits an entry of its term (SCENARIOS C6).
+    /// Reads waiting until the leader commits an entry of its term (docs/failures.md C6).
     reads_before_commit: Vec<(Vec<u8>, Option<NodeId>)>,
     /// Leader only: (index, bytes) of uncommitted proposals, for backpressure.
     uncommitted: VecDeque<(LogIndex, u64)>,
@@ -238,7 +239,7 @@ impl<S: Storage> Raft<S> {
 
     /// Queues a message. A leader whose term is durable may send at once; anything else
     /// (votes, vote requests, append/snapshot acknowledgements, term announcements) waits
-    /// until the Ready that carries the state it depends on is durable (SCENARIOS C2).
+    /// until the Ready that carries the state it depends on is durable (docs/failures.md C2).
     fn send(&mut self, to: NodeId, body: MessageBody) {
         let msg = Message {
             from: self.id,
@@ -377,7 +378,7 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_active() {
                 // CheckQuorum (thesis §6.2): a leader cut off from a quorum steps down, so it
-                // stops accepting writes and serving reads (SCENARIOS C7).
+                // stops accepting writes and serving reads (docs/failures.md C7).
                 let term = self.term;
                 self.become_follower(term, None);
                 return;
@@ -826,7 +827,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Whether the leader has committed an entry of its own term (thesis §6.4, SCENARIOS C6).
+    /// Whether the leader has committed an entry of its own term (thesis §6.4, docs/failures.md C6).
     fn committed_in_term(&self) -> bool {
         self.log.term_or_zero(self.log.committed) == self.term
     }
@@ -910,8 +911,8 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Recomputes the commit index from the voters' match indexes (§5.3, §5.4.2): only an
-    /// entry of the current term commits by counting replicas (Figure 8, SCENARIOS C1). The
-    /// leader's own match is its *durable* last index (SCENARIOS C4).
+    /// entry of the current term commits by counting replicas (Figure 8, docs/failures.md C1). The
+    /// leader's own match is its *durable* last index (docs/failures.md C4).
     fn maybe_commit(&mut self) -> bool {
         let mut changed = false;
         loop {
@@ -941,7 +942,7 @@ impl<S: Storage> Raft<S> {
             self.log.commit_to(candidate);
             changed = true;
             // Tell followers first, so a leader that removes itself still announces the
-            // commit before stepping down (SCENARIOS C9).
+            // commit before stepping down (docs/failures.md C9).
             self.bcast_append();
             self.on_commit_advanced(old);
         }
@@ -1239,7 +1240,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Installs a snapshot from the leader if it is newer than our commit index. A stale one
-    /// is ignored, so the applied index never moves backwards (SCENARIOS C8).
+    /// is ignored, so the applied index never moves backwards (docs/failures.md C8).
     fn restore(&mut self, snap: Snapshot) -> bool {
         let index = snap.meta.index;
         if index <= self.log.committed {
@@ -1379,7 +1380,7 @@ impl<S: Storage> Raft<S> {
         }
         if !members.voters.contains(&self.id) {
             // Thesis §4.2.2: a leader removed from the configuration steps down once the
-            // change commits (SCENARIOS C9).
+            // change commits (docs/failures.md C9).
             let term = self.term;
             self.become_follower(term, None);
         }

@@ -257,7 +257,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// The §5.3 receiver rule: if the entry at `prev_index` has `prev_term`, append the new
-    /// part of `entries` (truncating only from the first real conflict, SCENARIOS C3) and
+    /// part of `entries` (truncating only from the first real conflict, docs/failures.md C3) and
     /// commit up to `min(leader_commit, last new index)`. Returns the last index known to
     /// match the leader, or `None` on a consistency-check failure.
     pub(crate) fn maybe_append(

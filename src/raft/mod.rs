@@ -53,7 +53,7 @@
 //!
 //! # Rules the shell can rely on
 //!
-//! - **Durability before acknowledgement** (SCENARIOS C2, C4): votes, vote requests,
+//! - **Durability before acknowledgement** (docs/failures.md C2, C4): votes, vote requests,
 //!   AppendEntries and InstallSnapshot acknowledgements leave only in `persisted_messages`.
 //!   A leader counts itself toward commit only for entries whose Ready was advanced, so a
 //!   single-member cluster never commits (and never acknowledges) before the local write.
@@ -118,7 +118,9 @@
 //!     proposals are uncommitted (always accepting one when none is).
 
 mod codec;
+mod config;
 mod core;
+mod error;
 mod log;
 mod mem_log;
 mod node;
@@ -130,8 +132,10 @@ mod types;
 mod tests;
 
 pub use codec::DecodeError;
+pub use config::Config;
+pub use error::ProposeError;
 pub use mem_log::MemLog;
-pub use node::{Config, PeerStatus, ProposeError, RawNode, Ready, Status};
+pub use node::{PeerStatus, RawNode, Ready, Status};
 pub use storage::{InitialState, Storage, StorageError};
 pub use types::{
     ConfChange, ConfChangeError, Entry, EntryKind, HardState, LogIndex, Membership, Message,

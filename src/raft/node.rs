@@ -2,95 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use super::config::Config;
 use super::core::{COMMITTED_BYTES_PER_READY_MAX, Raft};
+use super::error::ProposeError;
 use super::progress::ProgressState;
 use super::storage::{Storage, StorageError};
 use super::types::{
-    ConfChange, ConfChangeError, Entry, EntryKind, HardState, LogIndex, Membership, Message,
-    NodeId, ReadState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, Entry, EntryKind, HardState, LogIndex, Membership, Message, NodeId, ReadState,
+    Role, Snapshot, SnapshotMeta, SoftState, Term,
 };
-
-/// Tunables of one member. Times are in ticks; the shell decides how long a tick is.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This member's id (never 0).
-    pub id: NodeId,
-    /// Voters of a brand-new cluster, used only when storage holds no snapshot.
-    pub initial_voters: Vec<NodeId>,
-    /// Election timeout is drawn uniformly from `[min, max)` ticks each time it is reset.
-    pub election_timeout_ticks_min: u64,
-    /// Upper bound (exclusive) of the election timeout.
-    pub election_timeout_ticks_max: u64,
-    /// Leader sends a heartbeat every this many ticks.
-    pub heartbeat_interval_ticks: u64,
-    /// Largest total entry bytes in one AppendEntries.
-    pub append_bytes_max: u64,
-    /// Most AppendEntries in flight to one follower before waiting for acknowledgements.
-    pub inflight_msgs_max: usize,
-    /// Most entry bytes in flight to one follower.
-    pub inflight_bytes_max: u64,
-    /// Size of one InstallSnapshot chunk.
-    pub snapshot_chunk_bytes: u64,
-    /// A learner may be promoted once it is at most this many entries behind the leader.
-    pub learner_catch_up_entries_max: u64,
-    /// Most uncommitted proposal bytes the leader accepts before refusing new ones.
-    pub uncommitted_bytes_max: u64,
-    /// PreVote (thesis §9.6). On by default.
-    pub pre_vote: bool,
-    /// CheckQuorum (thesis §6.2): a leader that has not heard from a quorum within an
-    /// election timeout steps down. On by default.
-    pub check_quorum: bool,
-    /// Seed for the election-timeout randomness (the core's only randomness).
-    pub seed: u64,
-}
-
-impl Config {
-    /// Defaults for `id` in a cluster whose initial voters are `voters`.
-    pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Config {
-        Config {
-            id,
-            initial_voters: voters.into_iter().collect(),
-            election_timeout_ticks_min: 10,
-            election_timeout_ticks_max: 20,
-            heartbeat_interval_ticks: 2,
-            append_bytes_max: 1 << 20,
-            inflight_msgs_max: 64,
-            inflight_bytes_max: 8 << 20,
-            snapshot_chunk_bytes: 1 << 20,
-            learner_catch_up_entries_max: 100,
-            uncommitted_bytes_max: 64 << 20,
-            pre_vote: true,
-            check_quorum: true,
-            seed: id.0,
-        }
-    }
-}
-
-/// Why a proposal (or ReadIndex, transfer, conf change) was refused. Nothing was appended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    /// This node is not the leader; `leader` is the one it follows, if known.
-    #[error("not the leader (leader hint: {leader:?})")]
-    NotLeader {
-        /// Best guess of the current leader.
-        leader: Option<NodeId>,
-    },
-    /// A leadership transfer is in progress; retry after it ends.
-    #[error("leadership transfer in progress")]
-    TransferInProgress,
-    /// A membership change is already pending (one at a time, thesis §4.1).
-    #[error("a membership change is already pending")]
-    ConfChangePending,
-    /// The membership change is invalid.
-    #[error(transparent)]
-    ConfChange(#[from] ConfChangeError),
-    /// The learner is not caught up enough to promote.
-    #[error("learner {0} is not caught up")]
-    LearnerBehind(NodeId),
-    /// Too many uncommitted bytes; back off.
-    #[error("too many uncommitted proposals")]
-    Backpressure,
-}
 
 /// Everything the shell must do after feeding input to the core, in this order:
 ///
@@ -170,7 +90,7 @@ impl Status {
     /// included) within the current election-timeout window — CheckQuorum's view (thesis
     /// §6.2). A leader for which this is false may already be deposed without knowing it, so
     /// the shell must not let it make decisions that assume it is current, such as declaring
-    /// nodes lost (SCENARIOS S3). Right after each window starts only the leader itself
+    /// nodes lost (docs/failures.md S3). Right after each window starts only the leader itself
     /// counts, so this can be briefly false on a healthy leader: callers retry later.
     pub fn leader_has_active_quorum(&self) -> bool {
         if self.soft.role != Role::Leader {
@@ -257,7 +177,7 @@ impl<S: Storage> RawNode<S> {
     /// [`Ready::read_states`]. On a follower the request is forwarded to the leader.
     ///
     /// A leader confirms it still leads with a heartbeat round to a quorum and answers only
-    /// once it has committed an entry of its own term (SCENARIOS C5, C6). A read the leader
+    /// once it has committed an entry of its own term (docs/failures.md C5, C6). A read the leader
     /// cannot answer (it stepped down) is dropped: the caller times out and retries.
     ///
     /// Errors: `NotLeader { leader: None }` on a follower that knows no leader.

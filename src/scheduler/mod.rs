@@ -1,7 +1,8 @@
-//! Placement policy and the heartbeat monitor's liveness logic — both pure (no clock, no RNG,
-//! no I/O; ordered maps only), driven by the leader's actors and by the simulator.
+//! Placement policy and the leader's task timers — pure (no clock, no RNG, no I/O; ordered
+//! maps only), driven through [`crate::leader::LeaderState`] by the leader's actors and by the
+//! simulator.
 //!
-//! Placement (DESIGN.md "Scheduling"): PENDING tasks in order — higher priority first, then
+//! Placement (docs/architecture.md#scheduling): PENDING tasks in order — higher priority first, then
 //! submission order — each placed on the least-loaded node that is HEALTHY, not draining,
 //! satisfies the task's constraints (cloud provider, region, labels) and has free capacity
 //! (slots, CPU, memory, GPUs). Load is the share of the node's slots in use (parts per
@@ -14,7 +15,6 @@
 
 #![warn(missing_docs)]
 
-pub mod liveness;
 pub mod timers;
 
 use std::collections::BTreeSet;
@@ -83,7 +83,7 @@ impl Candidate<'_> {
 /// Computes one batch of placements. `backoff_over` says whether a PENDING task has waited
 /// out its retry backoff (the leader passes [`timers::LeaderTimers::backoff_over`] at its
 /// monotonic now). Nodes in `held_back` receive nothing this round (e.g. a returning node
-/// whose stale attempts must be aborted first, issue 4 §5).
+/// whose stale attempts must be aborted first, docs/lifecycle.md#returning-nodes).
 ///
 /// Cost: O(log N) per placed task in the common case (the least-loaded node fits); a task
 /// shape (constraints + resources) that fit nowhere is not searched for again in the round,
@@ -178,7 +178,7 @@ fn task_shape(task: &Task) -> Vec<u8> {
     out
 }
 
-/// True if the task may get another attempt: not cancelled and attempts left (SCENARIOS S7).
+/// True if the task may get another attempt: not cancelled and attempts left (docs/failures.md S7).
 fn may_run_again(task: &Task) -> bool {
     !task.cancel_requested && task.attempt < task.max_attempts
 }

@@ -1,15 +1,15 @@
 //! A small deterministic model of the leader's control loop driving the three pure cores
 //! together — manifest, placement and liveness — against simulated agents that crash, pause
 //! (and wake up as zombies), fail tasks and restart. Raft is left out (it is proven by the
-//! simulator); this checks that the lifecycle logic itself keeps its promises (issue 4 §8):
+//! simulator); this checks that the lifecycle logic itself keeps its promises (docs/simulator.md#the-lifecycle-simulator):
 //! no task completed twice, no superseded attempt's result accepted, attempts never exceed
 //! `max_attempts`, and every task reaches a terminal state once faults stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::liveness::{Liveness, LivenessConfig};
 use super::timers::LeaderTimers;
 use super::{PlacementLimits, place};
+use crate::liveness::{Liveness, LivenessConfig};
 use crate::manifest::command::{self, AckStarted, Kind, RegisterNode, ReportResult, SubmitTask};
 use crate::manifest::{Manifest, ManifestError, TaskId, is_terminal, task_status};
 use crate::proto::{NodeCapacity, RunningAttempt, TaskStatus};

@@ -264,7 +264,7 @@ fn placement_and_liveness_cost() {
         assert_eq!(b.assignments.len(), limits.batch_assignments_max);
     }
     let place_ms = start.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
-    let mut l = liveness::Liveness::new(liveness::LivenessConfig::default());
+    let mut l = crate::liveness::Liveness::new(crate::liveness::LivenessConfig::default());
     l.become_leader(0);
     for n in m.all_nodes() {
         l.observe_heartbeat(&n.node_id, 1, T0, 1.0, 1.0, 0);

@@ -1,4 +1,4 @@
-//! The leader's task timers, all on its **monotonic** clock (issue 4 §3; SCENARIOS S8): retry
+//! The leader's task timers, all on its **monotonic** clock (docs/lifecycle.md#retries-and-backoff; docs/failures.md S8): retry
 //! backoff, queue timeouts and run timeouts.
 //!
 //! The manifest records durations (`backoff_ms`, `queue_timeout_ms`, `run_timeout_ms`), never

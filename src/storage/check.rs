@@ -150,7 +150,7 @@ fn check_batch_shape(entries: &[Entry]) -> Result<(), StorageError> {
 }
 
 /// The term never goes back, a vote once cast in a term is never changed (Raft §5.2,
-/// SCENARIOS C2), and the commit index never goes back.
+/// docs/failures.md C2), and the commit index never goes back.
 fn check_hard_state(stored: &HardState, new: &HardState) -> Result<(), StorageError> {
     if new.term < stored.term {
         return Err(invalid(format!(

@@ -275,7 +275,7 @@ pub fn append_refuses_gaps_and_disorder<S: LogStore>(factory: &mut impl FnMut(Op
 }
 
 /// Appending at or below the last index removes the stored suffix from there on, in the
-/// same write (Raft §5.3; SCENARIOS C3); a refused batch leaves the old suffix intact.
+/// same write (Raft §5.3; docs/failures.md C3); a refused batch leaves the old suffix intact.
 pub fn truncate_conflicting_suffix_with_append<S: LogStore>(
     factory: &mut impl FnMut(Option<S>) -> S,
 ) {
@@ -332,7 +332,7 @@ pub fn committed_entries_are_never_rewritten<S: LogStore>(
 }
 
 /// Term, vote and commit are stored as one record and read back; the term never goes back,
-/// a vote is never changed within a term (SCENARIOS C2), the commit index never goes back.
+/// a vote is never changed within a term (docs/failures.md C2), the commit index never goes back.
 pub fn hard_state_round_trip_and_rules<S: LogStore>(factory: &mut impl FnMut(Option<S>) -> S) {
     let s = factory(None);
     append(&s, entries_with_terms(1, &[1, 1, 1]));

@@ -55,9 +55,9 @@ pub struct WriteBatch {
     pub snapshot: Option<Snapshot>,
     /// Entries to append. If `entries[0].index` is at or below the last stored index, the
     /// stored suffix from that index on is removed first, in the same transaction (Raft
-    /// §5.3; SCENARIOS C3).
+    /// §5.3; docs/failures.md C3).
     pub entries: Vec<Entry>,
-    /// Hard state to store (term, vote and commit in one record; SCENARIOS C2).
+    /// Hard state to store (term, vote and commit in one record; docs/failures.md C2).
     pub hard_state: Option<HardState>,
 }
 

@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::client::Client;
+use crate::client::Client;
 
 /// How the controllers of a [`LocalCluster`] are configured.
 #[derive(Clone, Debug)]
@@ -436,9 +436,12 @@ impl LocalCluster {
         let addr = self.controllers[pos].grpc.to_string();
         let client = Client::new(vec![addr.clone()], timeout);
         let channel = client.channel(&addr).await?;
-        tokio::time::timeout(timeout, super::commands::member_status(channel))
+        let mut cluster = crate::proto::cluster_service_client::ClusterServiceClient::new(channel);
+        let status = cluster.get_cluster_status(crate::proto::GetClusterStatusRequest {});
+        tokio::time::timeout(timeout, status)
             .await
             .map_err(|_| format!("{addr}: GetClusterStatus timed out"))?
+            .map(tonic::Response::into_inner)
             .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))
     }
 

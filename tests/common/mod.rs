@@ -1,7 +1,7 @@
 //! Helpers shared by the multi-process tests (`tests/e2e_*.rs`): the `mlcp` binary under test,
 //! running CLI commands, gRPC clients to one controller, and polling with deadlines.
 //!
-//! The process guard itself is `mlcp::cli::local_cluster::LocalCluster` (also used by `mlcp
+//! The process guard itself is `mlcp::testkit::local_cluster::LocalCluster` (also used by `mlcp
 //! demo`): dropping it SIGKILLs every child and removes the temp dir, and on a panic it prints
 //! the last lines of every child's log.
 
@@ -10,14 +10,14 @@
 use std::process::Output;
 use std::time::Duration;
 
-use mlcp::cli::client::Client;
-use mlcp::cli::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use mlcp::client::Client;
 use mlcp::proto::cluster_service_client::ClusterServiceClient;
 use mlcp::proto::node_service_client::NodeServiceClient;
 use mlcp::proto::task_service_client::TaskServiceClient;
 use mlcp::proto::{
     GetTaskRequest, ListNodesRequest, ListTasksRequest, NodeStatus, SubmitTaskRequest, Task,
 };
+use mlcp::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
 use tonic::transport::Channel;
 
 /// The `mlcp` binary cargo built for these tests.

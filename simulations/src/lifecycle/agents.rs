@@ -8,7 +8,9 @@
 //! reject as superseded or tell it to abort. It fails over on a redirect or a timeout with
 //! jittered exponential backoff. Faults: crash (forgets everything), pause (does nothing,
 //! then wakes up as a zombie still holding its old attempts), network loss, clock steps (its
-//! timestamps change; the controllers must not care).
+//! timestamps change; the controllers must not care), and a clean stop (SIGTERM: no new
+//! polls, running attempts finish within a grace, then a last heartbeat marked `leaving`,
+//! then the process is gone until it starts again).
 //!
 //! A client submits tasks with idempotency keys and retries a submission that timed out or
 //! was redirected against another controller with the same key.
@@ -90,6 +92,17 @@ pub struct AgentEvents {
     pub success_acked: Vec<(String, u32)>,
 }
 
+/// A clean stop in progress ([`Agent::stop`]).
+#[derive(Clone, Copy, Debug)]
+struct Stopping {
+    /// Running attempts may finish until this tick; then the leaving heartbeat goes out.
+    grace_until: u64,
+    /// The process starts again at this tick.
+    restart_at: u64,
+    /// The leaving heartbeat was sent.
+    told: bool,
+}
+
 /// One simulated agent.
 #[derive(Debug)]
 pub struct Agent {
@@ -129,6 +142,7 @@ pub struct Agent {
     pub sent_at: Vec<u64>,
     /// Attempts the controllers told it to abort or rejected (count).
     pub aborted: u64,
+    stopping: Option<Stopping>,
 }
 
 impl Agent {
@@ -159,6 +173,7 @@ impl Agent {
             next_req: 1,
             sent_at: Vec::new(),
             aborted: 0,
+            stopping: None,
         }
     }
 
@@ -202,6 +217,24 @@ impl Agent {
         self.aborted = aborted;
         self.up = false;
         self.restart_at = restart_at;
+    }
+
+    /// Clean stop (SIGTERM) at `now`: no new polls; running attempts may finish for
+    /// `grace_ticks`; then a last heartbeat marked `leaving`, and the process is gone until
+    /// `restart_at`, as `mlcp agent` does on SIGTERM.
+    pub fn stop(&mut self, now: u64, grace_ticks: u64, restart_at: u64) {
+        if self.up && self.stopping.is_none() {
+            self.stopping = Some(Stopping {
+                grace_until: now + grace_ticks,
+                restart_at: restart_at.max(now + grace_ticks + 1),
+                told: false,
+            });
+        }
+    }
+
+    /// Whether a clean stop is in progress.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_some()
     }
 
     /// A message arrived for the agent (buffered; handled at its next step).
@@ -274,19 +307,25 @@ impl Agent {
             self.handle(now, rpc, rng, ev);
         }
         self.expire_calls(now, rng);
-        if self.hb.is_none() && now >= self.next_hb_at {
-            let body = Body::Heartbeat {
-                registration: self.registration(),
-                running: self.running(),
-                agent_time_ms: crate::lifecycle::world::T0_MS
-                    + (now * TICK_MS) as i64
-                    + self.clock_offset_ms,
-            };
-            self.hb = Some(self.send(now, body, out));
-            self.hb_to = self.target;
+        if let Some(stop) = self.stopping {
+            if stop.told && self.hb.is_none() {
+                // The leaving heartbeat was answered (or timed out): the process exits.
+                self.crash(stop.restart_at);
+                return;
+            }
+            if !stop.told && self.hb.is_none() && (self.held.is_empty() || now >= stop.grace_until)
+            {
+                self.heartbeat(now, true, out);
+                self.stopping = Some(Stopping { told: true, ..stop });
+            }
+        }
+        let told = self.stopping.is_some_and(|s| s.told);
+        if self.hb.is_none() && now >= self.next_hb_at && !told {
+            self.heartbeat(now, false, out);
         }
         let free = self.held.len() < self.config.slots as usize;
-        if self.registered && free && self.poll.is_none() && now >= self.next_poll_at {
+        let polling = self.registered && free && self.stopping.is_none();
+        if polling && self.poll.is_none() && now >= self.next_poll_at {
             let body = Body::Poll {
                 node_id: self.name.clone(),
                 wait_ticks: self.config.poll_wait_ticks,
@@ -295,6 +334,19 @@ impl Agent {
             self.poll_to = self.target;
         }
         self.work(now, rng, out, ev);
+    }
+
+    fn heartbeat(&mut self, now: u64, leaving: bool, out: &mut Vec<Rpc>) {
+        let body = Body::Heartbeat {
+            registration: self.registration(),
+            running: self.running(),
+            agent_time_ms: crate::lifecycle::world::T0_MS
+                + (now * TICK_MS) as i64
+                + self.clock_offset_ms,
+            leaving,
+        };
+        self.hb = Some(self.send(now, body, out));
+        self.hb_to = self.target;
     }
 
     fn expire_calls(&mut self, now: u64, rng: &mut ChaCha8Rng) {

@@ -1,4 +1,4 @@
-//! The lifecycle checker (issue 4 §8): invariants of the task lifecycle, kept apart from the
+//! The lifecycle checker (docs/simulator.md#the-lifecycle-simulator): invariants of the task lifecycle, kept apart from the
 //! code it checks, evaluated on every committed entry and on every agent/client event.
 //!
 //! It keeps a **reference manifest** built by applying each committed index exactly once, in
@@ -12,7 +12,7 @@
 //! - every acknowledged submission exists, and an idempotency key always names one task;
 //! - a node becomes UNHEALTHY only through a committed `NodeLost`/`SetNodeStatus` carrying
 //!   the term of the entry that holds it, decided by a leader that (by the simulator's ground
-//!   truth) could still reach a quorum when it decided (SCENARIOS S3);
+//!   truth) could still reach a quorum when it decided (docs/failures.md S3);
 //! - agent side: at most one attempt of a task has its success acknowledged, and no task is
 //!   executed more times than `max_attempts` (so `max_attempts = 1` runs at most once, S7).
 
@@ -45,7 +45,8 @@ pub struct Decision {
     /// The deciding controller.
     pub controller: u64,
     /// Ground truth when deciding: the controller had reached a quorum of voters recently
-    /// enough that CheckQuorum would still let it lead.
+    /// enough that CheckQuorum would still let it lead. A declaration on the agent's own word
+    /// (it said it is leaving) needs no quorum to be right.
     pub quorum_ok: bool,
 }
 

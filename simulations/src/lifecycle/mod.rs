@@ -1,5 +1,5 @@
-//! The task-lifecycle simulator (issue 4 §8; DESIGN.md "Task lifecycle", "Deterministic
-//! simulation"; SCENARIOS S1–S12).
+//! The task-lifecycle simulator (docs/simulator.md#the-lifecycle-simulator; docs/lifecycle.md, "Deterministic
+//! simulation"; docs/failures.md S1–S12).
 //!
 //! Raft cores replicate manifest commands; the leader runs the scheduler and heartbeat
 //! monitor cores on its simulated monotonic clock; simulated clients submit tasks with
@@ -70,6 +70,8 @@ pub struct Params {
     pub clock_step_per_100k: u32,
     /// Leadership transfer.
     pub transfer_per_100k: u32,
+    /// Clean agent stop (SIGTERM, then a leaving heartbeat).
+    pub agent_stop_per_100k: u32,
 }
 
 impl Params {
@@ -101,13 +103,14 @@ impl Params {
             agent_net_loss_per_100k: heavy(&mut r, 150),
             clock_step_per_100k: heavy(&mut r, 200),
             transfer_per_100k: heavy(&mut r, 80),
+            agent_stop_per_100k: heavy(&mut r, 80),
         }
     }
 
     /// `SEED=` and every drawn parameter, one per line.
     pub fn describe(&self) -> String {
         format!(
-            "SEED={}\nmode=lifecycle tick_ms={TICK_MS}\ncontrollers={} agents={} clients={} tasks_per_client={}\nticks={} liveness_ticks={}\ndrop_per_mille={} delay_steps_max={} rpc_drop_per_mille={}\ncontroller_crash_per_100k={} partition_per_100k={} agent_crash_per_100k={} agent_pause_per_100k={} agent_net_loss_per_100k={} clock_step_per_100k={} transfer_per_100k={}\n",
+            "SEED={}\nmode=lifecycle tick_ms={TICK_MS}\ncontrollers={} agents={} clients={} tasks_per_client={}\nticks={} liveness_ticks={}\ndrop_per_mille={} delay_steps_max={} rpc_drop_per_mille={}\ncontroller_crash_per_100k={} partition_per_100k={} agent_crash_per_100k={} agent_pause_per_100k={} agent_net_loss_per_100k={} clock_step_per_100k={} transfer_per_100k={} agent_stop_per_100k={}\n",
             self.seed,
             self.controllers,
             self.agents,
@@ -125,6 +128,7 @@ impl Params {
             self.agent_net_loss_per_100k,
             self.clock_step_per_100k,
             self.transfer_per_100k,
+            self.agent_stop_per_100k,
         )
     }
 
@@ -227,6 +231,12 @@ fn inject(w: &mut World, p: &Params) -> Result<(), crate::checker::Violation> {
             let until = now + w.rng().random_range(20..400);
             w.agents[i].net_down_until = until;
             w.stats.agent_net_losses += 1;
+        }
+        if chance(w.rng(), p.agent_stop_per_100k) && w.agents[i].up && !w.agents[i].is_stopping() {
+            let grace = w.rng().random_range(0..100);
+            let back = now + w.rng().random_range(20..300);
+            w.agents[i].stop(now, grace, back);
+            w.stats.agent_stops += 1;
         }
         if chance(w.rng(), p.clock_step_per_100k) {
             let step: i64 = w.rng().random_range(-3_600_000..3_600_000);

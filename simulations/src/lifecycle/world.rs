@@ -7,34 +7,34 @@
 //!   `persisted_messages` go), applies committed entries to `mlcp::manifest::Manifest`,
 //!   answers proposals after apply (an entry of another term at that index means "not
 //!   committed"), serves ReadIndex reads, snapshots and compacts;
-//! - leadership (`LeadershipChanged`): a new term starts the liveness core afresh
-//!   (`Liveness::become_leader` on the controller's monotonic clock); losing it steps down
-//!   and answers parked long polls with a redirect (S11);
-//! - the gateway + heartbeat monitor: heartbeats update only the leader's in-memory
-//!   `Liveness` (off the log); a changed registration is proposed; the reply carries the
-//!   interval and the attempts to abort; RUNNING attempts the agent stops reporting are
-//!   requeued as ORPHANED after a while; PollTask is a ReadIndex read, then a long poll;
-//!   AckStarted / ReportResult / SubmitTask are proposals answered once applied;
-//! - the scheduler actor: one `AssignTasks` batch from `mlcp::scheduler::place` in flight at
-//!   a time; backoff, queue and run timeouts from `LeaderTimers` on the monotonic clock;
-//! - the heartbeat monitor scan: `Liveness::evaluate` gated on the leader still reaching a
-//!   quorum (the production `leader_can_commit`), proposing `NodeLost` / `RequeueTasks`.
+//! - leadership (`LeadershipChanged`): a new term builds a new `mlcp::leader::LeaderState`
+//!   on the controller's monotonic clock (timers, liveness, held-back nodes: the production
+//!   manifest actor's); losing it drops the state and answers parked long polls with a
+//!   redirect (S11);
+//! - the gateway + heartbeat monitor: each heartbeat goes through the production step
+//!   `LeaderState::heartbeat` (off the log) and the shell does what it returns: commits a
+//!   changed registration, or a `NodeLost` for a leaving agent, before answering; requeues
+//!   ORPHANED attempts in the background; answers the interval and the attempts to abort.
+//!   PollTask is a ReadIndex read, then a long poll; AckStarted / ReportResult / SubmitTask
+//!   are proposals answered once applied;
+//! - the scheduler actor: `LeaderState::round` (expiries first, then one `AssignTasks`
+//!   batch), one command in flight at a time;
+//! - the heartbeat monitor scan: `LeaderState::scan` gated on the Raft core's CheckQuorum
+//!   verdict (the production `leader_can_commit`), proposing what it returns.
 //!
 //! Every proposal carries the controller's wall clock (`now_ms`, which faults may step) and
 //! the term it leads in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mlcp::leader::{HeartbeatStep, LeaderState, RoundLimits};
+use mlcp::liveness::{HeartbeatIn, LivenessConfig};
 use mlcp::manifest::command::{
-    self, AckStarted, AssignTasks, CommandOutcome, Kind, NodeLost, RegisterNode, ReportResult,
-    RequeueReason, RequeueTasks, SubmitTask,
+    self, AckStarted, CommandOutcome, Kind, RegisterNode, ReportResult, SubmitTask,
 };
 use mlcp::manifest::{Manifest, ManifestError, TaskId};
 use mlcp::proto::{RetryPolicy, RunningAttempt, TaskStatus};
 use mlcp::raft::{Config, EntryKind, LogIndex, NodeId, RawNode, Role, Snapshot, Term};
-use mlcp::scheduler::liveness::{HeartbeatDecision, HeartbeatIn, Liveness, LivenessConfig};
-use mlcp::scheduler::timers::LeaderTimers;
-use mlcp::scheduler::{PlacementLimits, place};
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,6 +72,8 @@ pub enum Body {
         running: Vec<RunningAttempt>,
         /// The agent's wall clock (shown, never trusted).
         agent_time_ms: i64,
+        /// The agent is stopping cleanly: its last heartbeat.
+        leaving: bool,
     },
     /// Heartbeat answer.
     HeartbeatReply {
@@ -146,6 +148,10 @@ pub struct Weakened {
     /// are answered from the local manifest, and a follower answers heartbeats itself (so a
     /// restarting agent believes it registered and polls that follower).
     pub poll_without_read_index: bool,
+    /// Pass `leaving: false` to the leader's heartbeat step whatever the agent said, as a
+    /// shell that drops the flag would (a cleanly stopped agent's node then waits out the
+    /// stale timeout).
+    pub drop_leaving_flag: bool,
 }
 
 /// Tunables of the world.
@@ -245,9 +251,8 @@ pub struct Controller {
     pub manifest: Manifest,
     /// Applied index.
     pub applied: LogIndex,
-    /// The heartbeat monitor's core.
-    pub liveness: Liveness,
-    timers: LeaderTimers,
+    /// The leader-only state (timers, liveness, held-back nodes) while it leads.
+    pub leader: Option<LeaderState>,
     /// The term it leads in, as its actors believe.
     pub leading: Option<Term>,
     /// Ticks since (re)start: its monotonic clock.
@@ -260,8 +265,6 @@ pub struct Controller {
     parked: Vec<(u64, Rpc)>,
     sched_busy: Option<LogIndex>,
     scan_busy: Option<LogIndex>,
-    /// Nodes held back from placement: they run attempts that are no longer theirs.
-    held_back: BTreeSet<String>,
     next_read: u64,
     /// Restarts so far.
     pub restarts: u64,
@@ -316,6 +319,10 @@ pub struct WorldStats {
     /// Assignments handed to an agent that the committed manifest no longer assigns to it
     /// (a read from a stale state, S6).
     pub stale_assignments_served: u64,
+    /// Clean agent stops (SIGTERM: finish, then a last heartbeat marked leaving).
+    pub agent_stops: u64,
+    /// Nodes declared UNHEALTHY on their agent's leaving heartbeat.
+    pub leaving_declared: u64,
 }
 
 /// The whole simulated world.
@@ -376,8 +383,7 @@ impl World {
                 core: None,
                 manifest: Manifest::new(),
                 applied: LogIndex(0),
-                liveness: Liveness::new(w.options.liveness.clone()),
-                timers: LeaderTimers::new(),
+                leader: None,
                 leading: None,
                 mono_ticks: 0,
                 wall_offset_ms: 0,
@@ -387,7 +393,6 @@ impl World {
                 parked: Vec::new(),
                 sched_busy: None,
                 scan_busy: None,
-                held_back: BTreeSet::new(),
                 next_read: 1,
                 restarts: 0,
                 quorum_tick: 0,
@@ -434,8 +439,7 @@ impl World {
         };
         c.applied = snap.meta.index;
         c.core = Some(core);
-        c.liveness = Liveness::new(self.options.liveness.clone());
-        c.timers.clear();
+        c.leader = None;
         c.leading = None;
         c.mono_ticks = 0;
         c.waiters.clear();
@@ -444,7 +448,6 @@ impl World {
         c.parked.clear();
         c.sched_busy = None;
         c.scan_busy = None;
-        c.held_back.clear();
     }
 
     fn trace(&mut self, words: &[u64]) {
@@ -674,7 +677,8 @@ impl World {
                 registration,
                 running,
                 agent_time_ms,
-            } => self.on_heartbeat(id, rpc, registration, running, agent_time_ms)?,
+                leaving,
+            } => self.on_heartbeat(id, rpc, registration, running, agent_time_ms, leaving)?,
             Body::Poll { node_id, .. } => {
                 if self.options.weakened.poll_without_read_index {
                     let c = self.controllers.get_mut(&id).expect("known");
@@ -760,6 +764,7 @@ impl World {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_heartbeat(
         &mut self,
         id: NodeId,
@@ -767,6 +772,7 @@ impl World {
         registration: RegisterNode,
         running: Vec<RunningAttempt>,
         agent_time_ms: i64,
+        leaving: bool,
     ) -> Result<(), Violation> {
         let wall = self.wall_ms(id);
         let c = self.controllers.get_mut(&id).expect("known");
@@ -777,31 +783,36 @@ impl World {
             cpu_usage: 0.0,
             memory_usage: 0.0,
             agent_time_ms,
-            leaving: false,
+            leaving: leaving && !self.options.weakened.drop_leaving_flag,
         };
-        // The production monitor's decision, from the same pure core.
-        let decision = c.liveness.heartbeat(&c.manifest, hb, now, wall);
-        if decision.abort.is_empty() {
-            c.held_back.remove(&registration.node_id);
-        } else {
-            c.held_back.insert(registration.node_id.clone());
-        }
-        let HeartbeatDecision {
+        let Some(leader) = c.leader.as_mut() else {
+            let hint = c.hint();
+            self.reply(&rpc, Body::NotLeader { hint });
+            return Ok(());
+        };
+        // The production monitor's step, from the same pure core; the shell proposes what it
+        // returns, as `HeartbeatMonitorActor` does.
+        let HeartbeatStep {
             interval_ms,
             abort,
-            register,
-            declare_lost: _,
-            orphaned,
-        } = decision;
-        if !orphaned.is_empty() {
-            let kind = Kind::RequeueTasks(RequeueTasks {
-                attempts: orphaned,
-                reason: RequeueReason::Orphaned as i32,
-            });
+            commit_before_reply,
+            propose_in_background,
+            released: _,
+        } = leader.heartbeat(&c.manifest, hb, now, wall);
+        if let (Some(Kind::NodeLost(lost)), Some(term)) = (&commit_before_reply, c.leading) {
+            // Declared on the agent's own word (it is leaving), not by the liveness scan.
+            let d = Decision {
+                controller: id.get(),
+                quorum_ok: true,
+            };
+            self.checker.note_decision(term.get(), &lost.node_id, d);
+            self.stats.leaving_declared += 1;
+        }
+        if let Some(kind) = propose_in_background {
             let _ = self.propose(id, kind);
         }
-        if register {
-            match self.propose(id, Kind::RegisterNode(registration)) {
+        match commit_before_reply {
+            Some(kind) => match self.propose(id, kind) {
                 Some((index, term)) => {
                     let w = Waiter::Heartbeat {
                         to: rpc.from,
@@ -819,9 +830,8 @@ impl World {
                     let hint = self.controllers[&id].hint();
                     self.reply(&rpc, Body::NotLeader { hint });
                 }
-            }
-        } else {
-            self.reply(&rpc, Body::HeartbeatReply { interval_ms, abort });
+            },
+            None => self.reply(&rpc, Body::HeartbeatReply { interval_ms, abort }),
         }
         Ok(())
     }
@@ -976,18 +986,15 @@ impl World {
             (true, Some(t)) if t == st.soft.term => {}
             (true, _) => {
                 let now = c.mono_ms();
-                c.liveness.become_leader(now);
-                c.timers.clear();
-                c.held_back.clear();
+                let config = self.options.liveness.clone();
+                c.leader = Some(LeaderState::new(st.soft.term, now, config));
                 c.leading = Some(st.soft.term);
                 c.sched_busy = None;
                 c.scan_busy = None;
             }
             (false, Some(_)) => {
                 c.leading = None;
-                c.liveness.step_down();
-                c.timers.clear();
-                c.held_back.clear();
+                c.leader = None;
                 c.sched_busy = None;
                 c.scan_busy = None;
                 let hint = st.soft.leader.map(|l| l.get());
@@ -1070,35 +1077,24 @@ impl World {
 
     fn schedule(&mut self, id: NodeId) {
         let every = self.options.sched_interval_ticks.max(1);
-        let grace = self.options.report_grace_ms;
+        let limits = RoundLimits {
+            report_grace_ms: self.options.report_grace_ms,
+            ..RoundLimits::default()
+        };
         let c = self.controllers.get_mut(&id).expect("known");
-        if c.leading.is_none() || !c.mono_ticks.is_multiple_of(every) {
-            return;
-        }
-        if c.sched_busy.is_some_and(|i| c.applied < i) {
+        if !c.mono_ticks.is_multiple_of(every) || c.sched_busy.is_some_and(|i| c.applied < i) {
             return;
         }
         c.sched_busy = None;
         let now = c.mono_ms();
-        let expire = c.timers.expired(&c.manifest, now, grace);
-        if !expire.run_timed_out.is_empty() || !expire.queue_timed_out.is_empty() {
-            if let Some((i, _)) = self.propose(id, Kind::ExpireTasks(expire)) {
-                self.controllers.get_mut(&id).expect("known").sched_busy = Some(i);
-            }
+        let Some(leader) = c.leader.as_mut() else {
             return;
-        }
-        let c = self.controllers.get_mut(&id).expect("known");
-        let timers = &mut c.timers;
-        let plan: AssignTasks = place(
-            &c.manifest,
-            |t| timers.backoff_over(t, now),
-            &PlacementLimits::default(),
-            &c.held_back,
-        );
-        if plan.assignments.is_empty() {
+        };
+        // The production scheduler's round: expiries first, then one placement batch.
+        let Some(kind) = leader.round(&c.manifest, now, &limits, true) else {
             return;
-        }
-        if let Some((i, _)) = self.propose(id, Kind::AssignTasks(plan)) {
+        };
+        if let Some((i, _)) = self.propose(id, kind) {
             self.controllers.get_mut(&id).expect("known").sched_busy = Some(i);
         }
     }
@@ -1113,34 +1109,34 @@ impl World {
             return;
         }
         c.scan_busy = None;
-        let st = c.core.as_ref().expect("up").status();
-        let can_commit = st.leader_has_active_quorum();
+        let can_commit = c
+            .core
+            .as_ref()
+            .expect("up")
+            .status()
+            .leader_has_active_quorum();
         let now = c.mono_ms();
-        let actions = c.liveness.evaluate(now, &c.manifest, can_commit);
+        let Some(leader) = c.leader.as_mut() else {
+            return;
+        };
+        let step = leader.scan(&c.manifest, now, can_commit);
         let quorum_ok = now_tick.saturating_sub(c.quorum_tick) <= window;
-        if actions.brake_engaged {
+        if step.brake_engaged {
             self.stats.brake_scans += 1;
         }
-        let mut last = None;
-        for node_id in actions.lost_nodes {
+        for node_id in step.lost_nodes() {
             self.checker.note_decision(
                 term.get(),
-                &node_id,
+                node_id,
                 Decision {
                     controller: id.get(),
                     quorum_ok,
                 },
             );
-            last = self
-                .propose(id, Kind::NodeLost(NodeLost { node_id }))
-                .map(|p| p.0)
-                .or(last);
         }
-        if let Some(r) = actions.requeue {
-            last = self
-                .propose(id, Kind::RequeueTasks(r))
-                .map(|p| p.0)
-                .or(last);
+        let mut last = None;
+        for kind in step.commands {
+            last = self.propose(id, kind).map(|p| p.0).or(last);
         }
         self.controllers.get_mut(&id).expect("known").scan_busy = last;
     }
@@ -1320,7 +1316,7 @@ impl World {
         let s = &self.stats;
         let counts = self.manifest().task_counts();
         format!(
-            "tasks={} counts={:?} completions={} nodes_lost={} stale_reports_rejected={} registrations={} ctrl_crashes={} agent_crashes={} pauses={} net_losses={} clock_steps={} partitions={} snapshots={} installed={} rpcs={} brake_scans={} polls_redirected={} checks={}",
+            "tasks={} counts={:?} completions={} nodes_lost={} stale_reports_rejected={} registrations={} ctrl_crashes={} agent_crashes={} pauses={} net_losses={} clock_steps={} partitions={} snapshots={} installed={} rpcs={} brake_scans={} polls_redirected={} agent_stops={} leaving_declared={} checks={}",
             self.manifest().task_count(),
             counts,
             self.checker.completions,
@@ -1338,6 +1334,8 @@ impl World {
             s.rpcs,
             s.brake_scans,
             s.polls_redirected,
+            s.agent_stops,
+            s.leaving_declared,
             self.checker.checks + self.raft_checker.checks,
         )
     }

@@ -34,7 +34,7 @@
 //! [`ChangeMembership`] first commits an address record (a normal entry the actor reads
 //! itself and hands to the state machine as a no-op), so every controller learns the new
 //! member's address from the log, and the book is stored inside every snapshot (see
-//! [`crate::actors::wire`]). A configured address wins over a replicated one, so an operator
+//! [`wire`]). A configured address wins over a replicated one, so an operator
 //! can move a controller by changing its flags.
 //!
 //! **Supervision.** This actor is deliberately not restarted in place: a Ready in flight when
@@ -51,10 +51,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::log_writer::{LogWriter, WriterStopped};
-use crate::actors::transport::Outbox;
-use crate::actors::wire::{self, EntryPayload, WireError};
 use crate::actors::{
-    ApplyCommitted, ApplyResult, LeadershipChanged, Propose, ProposeFailure, ReadBarrier,
+    ApplyCommitted, ApplyResult, LeadershipChanged, Propose, ProposeFailure, ReadBarrier, Response,
     RestoreSnapshot, TakeSnapshot,
 };
 use crate::raft::{
@@ -62,6 +60,19 @@ use crate::raft::{
     RawNode, ReadState, Ready, Role, Snapshot, SoftState, Status, Storage, StorageError, Term,
 };
 use crate::storage::{LogStore, WriteBatch};
+use wire::{EntryPayload, WireError};
+
+pub mod wire;
+
+/// Where the raft actor hands outgoing messages. Implementations must not block: they queue
+/// or drop.
+pub trait Outbox: Send + Sync + 'static {
+    /// Sends one Ready's messages (any mix of receivers), in order per receiver.
+    fn send(&self, messages: Vec<Message>);
+    /// The current members other than this one and their gRPC addresses. Peers not listed
+    /// are forgotten; a changed address gets a new connection.
+    fn set_peers(&self, peers: &BTreeMap<NodeId, String>);
+}
 
 /// The state machine the raft actor replicates into: one recipient per message so tests can
 /// plug in a fake.
@@ -408,7 +419,7 @@ pub async fn start_raft_actor(parts: RaftParts) -> Result<Addr<RaftActor>, Start
 
 /// Who waits for a proposed entry and what they get back.
 enum Waiter {
-    Command(oneshot::Sender<Result<Vec<u8>, ProposeFailure>>),
+    Command(oneshot::Sender<Result<Option<Response>, ProposeFailure>>),
     ConfChange(oneshot::Sender<Result<Membership, ProposeFailure>>),
 }
 
@@ -696,7 +707,7 @@ impl RaftActor {
                 fail_waiter(w.waiter, ProposeFailure::Unknown);
             }
         }
-        let mut responses: BTreeMap<LogIndex, Vec<u8>> = outcome
+        let mut responses: BTreeMap<LogIndex, Option<Response>> = outcome
             .results
             .into_iter()
             .map(|r| (r.index, r.response))
@@ -712,7 +723,7 @@ impl RaftActor {
             }
             match w.waiter {
                 Waiter::Command(tx) => {
-                    let _ = tx.send(Ok(responses.remove(&index).unwrap_or_default()));
+                    let _ = tx.send(Ok(responses.remove(&index).flatten()));
                 }
                 Waiter::ConfChange(tx) => {
                     let _ = tx.send(Ok(self.node.status().membership));
@@ -1039,7 +1050,7 @@ impl Handler<Step> for RaftActor {
 }
 
 impl Handler<Propose> for RaftActor {
-    type Result = ResponseFuture<Result<Vec<u8>, ProposeFailure>>;
+    type Result = ResponseFuture<Result<Option<Response>, ProposeFailure>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();

@@ -1,10 +1,10 @@
-//! Built-in task executors and the registry that picks one by task type (issue 3 §5).
+//! Built-in task executors and the registry that picks one by task type (docs/architecture.md#agent).
 //!
 //! An executor is synchronous and CPU-bound: the runtime calls it on a blocking thread
 //! (`tokio::task::spawn_blocking`) with the task's JSON input and a [`CancelFlag`] it must
 //! poll at convenient points (between iterations, every few milliseconds of sleep). It
 //! returns the result JSON or an [`ExecError`] that says whether another attempt could
-//! succeed (issue 4 §3: an application error and an infrastructure loss are told apart).
+//! succeed (docs/lifecycle.md#retries-and-backoff: an application error and an infrastructure loss are told apart).
 //!
 //! The registry never lets a task's input crash the agent: an unknown task type is a
 //! non-retryable failure and a panic inside an executor is caught and reported as one.
@@ -26,9 +26,9 @@ pub use matmul::{MatmulExecutor, VerifyError, verify_matmul};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelReason {
     /// The controller told the agent to abort this attempt (superseded, cancelled, or not
-    /// this node's any more — fencing, issue 4 §1). Its outcome no longer matters.
+    /// this node's any more — fencing, docs/lifecycle.md#attempts-and-fencing). Its outcome no longer matters.
     Aborted,
-    /// The attempt ran past its `run_timeout_ms` (issue 4 §3).
+    /// The attempt ran past its `run_timeout_ms` (docs/lifecycle.md#retries-and-backoff).
     RunTimeout,
     /// The agent is shutting down and the shutdown grace period ran out.
     Shutdown,

@@ -10,7 +10,7 @@ fn single(tweak: impl Fn(&mut Config)) -> (RawNode<MemLog>, MemLog) {
     (RawNode::new(cfg, log.clone()).unwrap(), log)
 }
 
-/// §5.2 + SCENARIOS C4: a single voter elects itself, but its no-op commits only after the
+/// §5.2 + docs/failures.md C4: a single voter elects itself, but its no-op commits only after the
 /// Ready that carried it was persisted (advance), never before.
 #[test]
 fn single_voter_commits_only_after_local_persist() {
@@ -102,7 +102,7 @@ fn elects_one_leader_in_3_and_5() {
     }
 }
 
-/// SCENARIOS C2: a vote leaves only in `persisted_messages`, in the same Ready as the hard
+/// docs/failures.md C2: a vote leaves only in `persisted_messages`, in the same Ready as the hard
 /// state that records it, so it is sent only after the vote is durable.
 #[test]
 fn vote_is_sent_only_after_it_is_durable() {
@@ -129,7 +129,7 @@ fn vote_is_sent_only_after_it_is_durable() {
 }
 
 /// The candidate's own RequestVotes also wait for its term and self-vote to be durable,
-/// otherwise a crash could let it vote again in the same term (SCENARIOS C2).
+/// otherwise a crash could let it vote again in the same term (docs/failures.md C2).
 #[test]
 fn request_vote_waits_for_durable_term() {
     let log = MemLog::new();
@@ -143,7 +143,7 @@ fn request_vote_waits_for_durable_term() {
     assert_eq!(rd.hard_state.unwrap().vote, Some(n(1)));
 }
 
-/// Thesis §9.6 (PreVote) and SCENARIOS C7: a partitioned follower keeps timing out but does
+/// Thesis §9.6 (PreVote) and docs/failures.md C7: a partitioned follower keeps timing out but does
 /// not raise its term, so when it rejoins it does not depose the healthy leader.
 #[test]
 fn prevote_keeps_partitioned_node_from_inflating_term() {
@@ -176,7 +176,7 @@ fn without_prevote_partitioned_node_inflates_term() {
     assert!(net.nodes[&lonely].term() > term);
 }
 
-/// Thesis §6.2 (CheckQuorum) and SCENARIOS C7: a leader cut off from its quorum steps down
+/// Thesis §6.2 (CheckQuorum) and docs/failures.md C7: a leader cut off from its quorum steps down
 /// within an election timeout, and the majority side elects a new leader.
 #[test]
 fn check_quorum_isolated_leader_steps_down() {

@@ -1,5 +1,5 @@
 //! Single-server membership changes (thesis §4.1), learners (thesis §4.2.1), removing the
-//! leader (thesis §4.2.2, SCENARIOS C9).
+//! leader (thesis §4.2.2, docs/failures.md C9).
 
 use super::*;
 use crate::raft::{ConfChange, ConfChangeError, MessageBody, ProposeError};
@@ -138,7 +138,7 @@ fn no_conf_change_before_commit_in_term() {
     );
 }
 
-/// SCENARIOS C9 (thesis §4.2.2): a leader that removes itself keeps leading only until the
+/// docs/failures.md C9 (thesis §4.2.2): a leader that removes itself keeps leading only until the
 /// removal commits, then steps down and never campaigns again; the others elect a leader
 /// among themselves and keep committing.
 #[test]

@@ -23,7 +23,7 @@ fn leader_read_index_confirmed_by_quorum() {
     );
 }
 
-/// SCENARIOS C5: a deposed leader that still thinks it leads cannot confirm a read — its
+/// docs/failures.md C5: a deposed leader that still thinks it leads cannot confirm a read — its
 /// heartbeat round never reaches a quorum — so it never answers from stale state.
 #[test]
 fn deposed_leader_does_not_answer_reads() {
@@ -49,7 +49,7 @@ fn deposed_leader_does_not_answer_reads() {
     );
 }
 
-/// SCENARIOS C6: a new leader does not answer ReadIndex before it has committed an entry of
+/// docs/failures.md C6: a new leader does not answer ReadIndex before it has committed an entry of
 /// its own term (its commit index may lag); the read is answered once the no-op commits.
 #[test]
 fn new_leader_answers_reads_only_after_committing_in_its_term() {

@@ -72,7 +72,7 @@ fn replicates_and_applies_everywhere() {
     }
 }
 
-/// SCENARIOS C3 (§5.3 "if an existing entry conflicts"): a duplicate or stale AppendEntries
+/// docs/failures.md C3 (§5.3 "if an existing entry conflicts"): a duplicate or stale AppendEntries
 /// whose entries all match never truncates the longer log; the answer names only the
 /// entries the message covered.
 #[test]
@@ -94,7 +94,7 @@ fn stale_append_never_truncates() {
     assert_eq!(log.all_entries(), entries);
 }
 
-/// §5.3 and SCENARIOS C3: on a real conflict (same index, different term) the follower
+/// §5.3 and docs/failures.md C3: on a real conflict (same index, different term) the follower
 /// truncates from the first conflicting entry and appends in ONE Ready write.
 #[test]
 fn conflict_truncates_and_appends_in_one_write() {
@@ -255,7 +255,7 @@ fn campaign_until_leader(net: &mut Net, id: u64) {
     panic!("node {id} could not win an election");
 }
 
-/// The exact Figure 8 sequence (§5.4.2, SCENARIOS C1). An entry of an old term that sits on
+/// The exact Figure 8 sequence (§5.4.2, docs/failures.md C1). An entry of an old term that sits on
 /// a majority must not be committed by counting replicas, because a later leader may still
 /// overwrite it — which is then exactly what happens, without any node having applied it.
 #[test]
@@ -369,7 +369,7 @@ fn new_leader_commits_old_entries_through_its_noop() {
 
 /// The Ready split (DESIGN "The Raft core"): the leader's AppendEntries may leave before its
 /// own write (`messages`), the follower's acknowledgement only after its write
-/// (`persisted_messages`, SCENARIOS C4).
+/// (`persisted_messages`, docs/failures.md C4).
 #[test]
 fn leader_appends_go_at_once_follower_acks_after_persist() {
     let mut net = Net::new(3, |_| {});

@@ -132,7 +132,7 @@ fn lost_snapshot_acks_do_not_stall_the_transfer() {
     net.check_agreement();
 }
 
-/// SCENARIOS C8: a snapshot at or below the follower's commit index is acknowledged but
+/// docs/failures.md C8: a snapshot at or below the follower's commit index is acknowledged but
 /// ignored — nothing to persist, and the applied index does not move backwards.
 #[test]
 fn stale_snapshot_is_acknowledged_and_ignored() {
