@@ -1,5 +1,5 @@
 //! Entries committed per second by a 3-member cluster of Raft cores driven in memory: no
-//! network, no disk (storage is `MemLog`, whose "persist" is a memcpy). This measures the
+//! network, no disk (storage is the in-memory `MemStorage`, whose "persist" is a memcpy). This measures the
 //! core's own cost per entry — replication, flow control, commit and Ready handling.
 //!
 //! Run: `cargo bench --bench raft_core` (optionally `-- ENTRIES PAYLOAD_BYTES BATCH`).
@@ -7,7 +7,10 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use mlcp::raft::{Config, EntryKind, MemLog, Message, NodeId, ProposeError, RawNode, Role};
+use mlcp::raft::{Config, EntryKind, Message, NodeId, ProposeError, RawNode, Role};
+use mlcp::storage::MemStorage;
+
+type MemLog = std::sync::Arc<MemStorage>;
 
 struct Member {
     raw: RawNode<MemLog>,
@@ -53,7 +56,7 @@ fn main() {
     let mut members: Vec<Member> = voters
         .iter()
         .map(|&id| {
-            let log = MemLog::new();
+            let log = MemLog::default();
             let mut cfg = Config::new(id, voters);
             cfg.append_bytes_max = 1 << 20;
             let raw = RawNode::new(cfg, log.clone()).expect("valid config");

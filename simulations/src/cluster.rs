@@ -251,7 +251,7 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         let core = RawNode::new(config, node.disk.clone())
             .unwrap_or_else(|e| panic!("node {id} failed to start from its disk: {e}"));
-        let snapshot_data = node.disk.0.borrow().durable.snapshot.data.clone();
+        let snapshot_data = node.disk.durable_snapshot().data;
         node.kv = Kv::decode(&snapshot_data).expect("own snapshot decodes");
         node.core = Some(core);
         node.inflight = None;
@@ -407,8 +407,8 @@ impl Cluster {
             .crash(keep_pending)
             .map_err(|e| Violation(format!("node {id}: {}", e.0)))?;
         if let Some(write) = kept {
-            let disk = node.disk.0.borrow();
-            self.checker.on_durable_write(id, &write, &disk.durable)?;
+            let durable = node.disk.durable();
+            self.checker.on_durable_write(id, &write, &durable)?;
         }
         Ok(mid_write)
     }
@@ -423,8 +423,8 @@ impl Cluster {
         node.restarts += 1;
         self.stats.restarts += 1;
         {
-            let disk = node.disk.0.borrow();
-            self.checker.on_restart(id, &disk.durable)?;
+            let durable = node.disk.durable();
+            self.checker.on_restart(id, &durable)?;
         }
         self.start(id);
         self.observe(id)
@@ -481,8 +481,8 @@ impl Cluster {
                     .map_err(|e| Violation(format!("node {id}: {}", e.0)))?;
                 self.stats.writes += 1;
                 {
-                    let disk = node.disk.0.borrow();
-                    self.checker.on_durable_write(id, &write, &disk.durable)?;
+                    let durable = node.disk.durable();
+                    self.checker.on_durable_write(id, &write, &durable)?;
                 }
                 node.inflight = Some((rd, Stage::Durable));
             }
@@ -582,7 +582,7 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         let applied = node.kv.applied;
         let (snap_index, last) = {
-            let d = &node.disk.0.borrow().durable;
+            let d = node.disk.durable();
             (d.snapshot.meta.index, d.last_index())
         };
         if applied < LogIndex(snap_index.get() + interval) {

@@ -1,20 +1,23 @@
-//! A simulated disk that implements the core's read-only [`Storage`] trait.
+//! A simulated disk: the production in-memory store ([`MemStorage`], the same write rules and
+//! conformance suite as the durable redb store) plus at most one write in flight.
 //!
-//! The disk has a durable part and at most one write in flight (the current Ready's
-//! snapshot + entries + hard state, written as one atomic batch as `Ready` requires). A write
-//! in flight is invisible to readers until it completes ("fsync returned"). A crash while a
-//! write is in flight either loses it or keeps it whole (the write may have reached the
-//! platter before the power went): both must be safe, and the simulator draws which.
+//! The in-flight write is the current Ready's snapshot + entries + hard state, applied as
+//! one atomic batch as `Ready` requires. It is invisible to readers until it completes
+//! ("fsync returned"). A crash while a write is in flight either loses it or keeps it whole
+//! (the write may have reached the platter before the power went): both must be safe, and
+//! the simulator draws which. A write the store refuses (a gap, a term going back, a
+//! committed entry rewritten) is a core contract breach and fails the run.
 //!
 //! The shell side (`begin_write`, `complete_write`, `crash`, `install_local_snapshot`) is
-//! used by the cluster harness; the core sees only [`Storage`].
+//! used by the harnesses; the core sees only [`Storage`]. As a [`LogStore`] (a write is
+//! begun and completed at once) it passes the storage conformance suite.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mlcp::raft::{Entry, HardState, InitialState, LogIndex, Snapshot, Storage, StorageError, Term};
+use mlcp::storage::{LogStore, MemStorage, WriteBatch};
 
-/// The state that survives a crash.
+/// A copy of what survives a crash, for the checkers.
 #[derive(Clone, Debug, Default)]
 pub struct Durable {
     /// Last durable term, vote and commit index.
@@ -57,55 +60,57 @@ impl Durable {
 }
 
 /// One Ready's writes, applied atomically when the write completes.
-#[derive(Clone, Debug, Default)]
-pub struct Write {
-    /// Hard state to store.
-    pub hard_state: Option<HardState>,
-    /// Snapshot received from a leader: replaces the snapshot and discards the whole log.
-    pub snapshot: Option<Snapshot>,
-    /// Entries to append after truncating any stored suffix from `entries[0].index`.
-    pub entries: Vec<Entry>,
-}
+pub type Write = WriteBatch;
 
 /// Why the shell could not carry out a write the core asked for (a core contract breach).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteError(pub String);
 
+impl From<StorageError> for WriteError {
+    fn from(e: StorageError) -> Self {
+        WriteError(e.to_string())
+    }
+}
+
 /// The disk itself.
 #[derive(Debug, Default)]
 pub struct Disk {
     /// What survives a crash.
-    pub durable: Durable,
+    durable: MemStorage,
     /// The write in flight, if any.
-    pub pending: Option<Write>,
+    pending: Option<Write>,
 }
 
 /// Shared handle to a node's disk: the core reads through it, the harness writes through it.
 #[derive(Clone, Debug, Default)]
-pub struct SimStorage(pub Rc<RefCell<Disk>>);
+pub struct SimStorage(Arc<Mutex<Disk>>);
 
 impl SimStorage {
+    fn disk(&self) -> MutexGuard<'_, Disk> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Starts a write; it becomes visible (and durable) at [`SimStorage::complete_write`].
     pub fn begin_write(&self, write: Write) {
-        let mut disk = self.0.borrow_mut();
+        let mut disk = self.disk();
         assert!(disk.pending.is_none(), "one write in flight at a time");
         disk.pending = Some(write);
     }
 
     /// Makes the write in flight durable. Returns it (for the checker) or why it is invalid.
     pub fn complete_write(&self) -> Result<Write, WriteError> {
-        let mut disk = self.0.borrow_mut();
+        let mut disk = self.disk();
         let write = disk.pending.take().expect("a write in flight");
-        apply_write(&mut disk.durable, &write)?;
+        disk.durable.write(&write)?;
         Ok(write)
     }
 
     /// Power loss: the write in flight is lost, unless `keep_pending` (it reached the disk).
     pub fn crash(&self, keep_pending: bool) -> Result<Option<Write>, WriteError> {
-        let pending = self.0.borrow_mut().pending.take();
-        match pending {
+        let mut disk = self.disk();
+        match disk.pending.take() {
             Some(write) if keep_pending => {
-                apply_write(&mut self.0.borrow_mut().durable, &write)?;
+                disk.durable.write(&write)?;
                 Ok(Some(write))
             }
             _ => Ok(None),
@@ -115,84 +120,46 @@ impl SimStorage {
     /// Stores a snapshot the local state machine took and compacts the log through its index.
     /// The snapshot is written to a temporary name and renamed (atomic, durable at once).
     pub fn install_local_snapshot(&self, snapshot: Snapshot) {
-        let mut disk = self.0.borrow_mut();
+        let disk = self.disk();
         assert!(
             disk.pending.is_none(),
             "local snapshot while a write is in flight"
         );
-        let d = &mut disk.durable;
         let index = snapshot.meta.index;
-        assert!(
-            index > d.snapshot.meta.index && index <= d.last_index(),
-            "local snapshot index"
-        );
-        let keep_from = (index.get() + 1 - d.first_index().get()) as usize;
-        d.entries.drain(..keep_from);
-        d.snapshot = snapshot;
+        disk.durable
+            .compact(snapshot)
+            .unwrap_or_else(|e| panic!("local snapshot at index {index}: {e}"));
     }
 
     /// A copy of the durable state.
     pub fn durable(&self) -> Durable {
-        self.0.borrow().durable.clone()
+        let disk = self.disk();
+        let d = &disk.durable;
+        let read = || -> Result<Durable, StorageError> {
+            let last = d.last_index()?;
+            Ok(Durable {
+                hard_state: d.initial_state()?.hard_state,
+                snapshot: d.snapshot()?,
+                entries: d.entries(d.first_index()?, last.next(), u64::MAX)?,
+            })
+        };
+        read().expect("the in-memory store reads what it holds")
     }
-}
 
-fn apply_write(d: &mut Durable, write: &Write) -> Result<(), WriteError> {
-    if let Some(snapshot) = &write.snapshot {
-        if snapshot.meta.index <= d.snapshot.meta.index {
-            return Err(WriteError(format!(
-                "snapshot at index {} does not advance the stored snapshot at {}",
-                snapshot.meta.index, d.snapshot.meta.index
-            )));
-        }
-        d.snapshot = snapshot.clone();
-        d.entries.clear();
+    /// The hard state of the write in flight, if it carries one.
+    pub fn pending_hard_state(&self) -> Option<HardState> {
+        self.disk().pending.as_ref().and_then(|w| w.hard_state)
     }
-    let mut expected = None;
-    for entry in &write.entries {
-        if let Some(prev) = expected
-            && entry.index != prev
-        {
-            return Err(WriteError(format!(
-                "entries not contiguous at index {}",
-                entry.index
-            )));
-        }
-        expected = Some(entry.index.next());
-        if entry.index <= d.snapshot.meta.index {
-            // Already covered by the snapshot (and so committed); the checker compares it.
-            continue;
-        }
-        if entry.index > d.last_index().next() {
-            return Err(WriteError(format!(
-                "append at index {} leaves a hole after last index {}",
-                entry.index,
-                d.last_index()
-            )));
-        }
-        let keep = (entry.index.get() - d.first_index().get()) as usize;
-        d.entries.truncate(keep);
-        d.entries.push(entry.clone());
+
+    /// The durable snapshot (index 0 when none).
+    pub fn durable_snapshot(&self) -> Snapshot {
+        self.disk().durable.snapshot().expect("in memory")
     }
-    if let Some(hs) = write.hard_state {
-        d.hard_state = hs;
-    }
-    if write.snapshot.is_some() {
-        // A snapshot from the leader is committed through its index.
-        d.hard_state.commit = d.hard_state.commit.max(d.snapshot.meta.index);
-    }
-    Ok(())
 }
 
 impl Storage for SimStorage {
     fn initial_state(&self) -> Result<InitialState, StorageError> {
-        let disk = self.0.borrow();
-        let d = &disk.durable;
-        Ok(InitialState {
-            hard_state: d.hard_state,
-            snapshot_membership: (d.snapshot.meta.index > LogIndex(0))
-                .then(|| d.snapshot.meta.membership.clone()),
-        })
+        self.disk().durable.initial_state()
     }
 
     fn entries(
@@ -201,60 +168,36 @@ impl Storage for SimStorage {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let disk = self.0.borrow();
-        let d = &disk.durable;
-        if low < d.first_index() {
-            return Err(StorageError::Compacted {
-                index: low,
-                first_index: d.first_index(),
-            });
-        }
-        if high > d.last_index().next() {
-            return Err(StorageError::Unavailable {
-                index: high.prev(),
-                last_index: d.last_index(),
-            });
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        let mut index = low;
-        while index < high {
-            let entry = d.entry(index).expect("contiguous log");
-            bytes += entry.size_bytes();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(entry.clone());
-            index = index.next();
-        }
-        Ok(out)
+        self.disk().durable.entries(low, high, max_bytes)
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        let disk = self.0.borrow();
-        let d = &disk.durable;
-        if index < d.snapshot.meta.index {
-            return Err(StorageError::Compacted {
-                index,
-                first_index: d.first_index(),
-            });
-        }
-        d.term_at(index).ok_or(StorageError::Unavailable {
-            index,
-            last_index: d.last_index(),
-        })
+        self.disk().durable.term(index)
     }
 
     fn first_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(self.0.borrow().durable.first_index())
+        self.disk().durable.first_index()
     }
 
     fn last_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(self.0.borrow().durable.last_index())
+        self.disk().durable.last_index()
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Ok(self.0.borrow().durable.snapshot.clone())
+        self.disk().durable.snapshot()
+    }
+}
+
+impl LogStore for SimStorage {
+    /// A write begun and completed at once (no crash in between).
+    fn write(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+        let disk = self.disk();
+        assert!(disk.pending.is_none(), "a write is in flight");
+        disk.durable.write(batch)
+    }
+
+    fn compact(&self, snapshot: Snapshot) -> Result<(), StorageError> {
+        self.disk().durable.compact(snapshot)
     }
 }
 
@@ -294,6 +237,11 @@ mod tests {
         disk.crash(true).unwrap();
         assert_eq!(disk.term(LogIndex(2)).unwrap(), Term(2));
         assert_eq!(disk.entries(LogIndex(1), LogIndex(3), 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn passes_the_storage_conformance_suite() {
+        mlcp::storage::conformance::run_all(|old: Option<SimStorage>| old.unwrap_or_default());
     }
 
     #[test]

@@ -158,17 +158,8 @@ fn c1_figure_8_old_term_entry_is_not_committed_by_counting() {
 fn c2_vote_is_not_sent_before_it_is_durable() {
     let mut c = Cluster::new(ClusterOptions::new(&[1, 2, 3]));
     c.core(1).campaign();
-    let vote_in_flight = |c: &Cluster| {
-        c.node(2)
-            .disk
-            .0
-            .borrow()
-            .pending
-            .as_ref()
-            .and_then(|w| w.hard_state)
-            .and_then(|h| h.vote)
-            == Some(NodeId(1))
-    };
+    let vote_in_flight =
+        |c: &Cluster| c.node(2).disk.pending_hard_state().and_then(|h| h.vote) == Some(NodeId(1));
     'outer: for _ in 0..100 {
         c.flush(NodeId(1)).unwrap();
         loop {

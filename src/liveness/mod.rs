@@ -365,62 +365,84 @@ impl Liveness {
         }
         let nodes = manifest.all_nodes();
         let stale_after = self.stale_after_ms(nodes.len());
-        // Forget nodes that left the manifest, but not one heard from recently: its
-        // registration may still be on its way through the log, and a registered node with
-        // no heartbeat counts as silent since the leader took over.
+        self.forget_departed(&nodes, now_ms, stale_after);
+        let up: Vec<&crate::proto::Node> = nodes
+            .iter()
+            .filter(|n| matches!(node_status(n), NodeStatus::Healthy | NodeStatus::Draining))
+            .collect();
+        let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));
+        let stale = if now_ms < grace_end {
+            Vec::new()
+        } else {
+            self.silent_for(&up, since, now_ms, stale_after)
+        };
+        // Nodes cut off together do not cross the stale line in the same scan: their last
+        // heartbeats are spread over one interval. So the brake counts every node silent for
+        // at least `stale_after - interval` (about to go stale with the first) as part of the
+        // same failure; otherwise each scan sees only a slice of the fleet, below the
+        // threshold, and declares it lost piecemeal (docs/failures.md S9, found by the
+        // lifecycle simulator).
+        let suspects = if stale.is_empty() {
+            0
+        } else {
+            let suspect_after = stale_after.saturating_sub(self.heartbeat_interval_ms(nodes.len()));
+            self.silent_for(&up, since, now_ms, suspect_after).len()
+        };
+        let mass = suspects >= self.config.mass_failure_nodes_min.max(1)
+            && (suspects as f64) >= self.config.mass_failure_fraction * (up.len() as f64);
+        self.step_brake(mass, suspects, up.len(), now_ms);
+        if matches!(self.brake, Brake::Engaged { .. }) {
+            return LivenessActions {
+                brake_engaged: true,
+                ..Default::default()
+            };
+        }
+        let lost_nodes = self.declarations(&stale, now_ms, stale_after);
+        LivenessActions {
+            requeue: self.leftovers(manifest, &lost_nodes),
+            lost_nodes,
+            brake_engaged: false,
+        }
+    }
+
+    /// Forgets nodes that left the manifest, but not one heard from recently: its
+    /// registration may still be on its way through the log, and a registered node with no
+    /// heartbeat counts as silent since the leader took over.
+    fn forget_departed(&mut self, nodes: &[crate::proto::Node], now_ms: u64, stale_after: u64) {
         let known: BTreeSet<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
         self.seen.retain(|id, seen| {
             known.contains(id.as_str()) || now_ms.saturating_sub(seen.last_ms) < stale_after
         });
         self.missing_since
             .retain(|k, _| known.contains(k.0.as_str()));
+    }
 
-        let up: Vec<&crate::proto::Node> = nodes
+    /// The nodes of `up` silent for at least `silence_ms` at `now_ms` (a node not heard from
+    /// in this term counts from `since`, when this leader took over), as `(last heard, node
+    /// id)`, longest-silent first.
+    fn silent_for(
+        &self,
+        up: &[&crate::proto::Node],
+        since: u64,
+        now_ms: u64,
+        silence_ms: u64,
+    ) -> Vec<(u64, String)> {
+        let mut silent: Vec<(u64, String)> = up
             .iter()
-            .filter(|n| matches!(node_status(n), NodeStatus::Healthy | NodeStatus::Draining))
+            .map(|n| {
+                let last = self.seen.get(&n.node_id).map_or(since, |s| s.last_ms);
+                (last, n.node_id.clone())
+            })
+            .filter(|(last, _)| now_ms.saturating_sub(*last) >= silence_ms)
             .collect();
-        let grace_end = since.saturating_add(self.config.leader_grace_ms.max(stale_after));
-        let mut stale: Vec<(u64, String)> = if now_ms < grace_end {
-            Vec::new()
-        } else {
-            up.iter()
-                .map(|n| {
-                    let last = self.seen.get(&n.node_id).map_or(since, |s| s.last_ms);
-                    (last, n.node_id.clone())
-                })
-                .filter(|(last, _)| now_ms.saturating_sub(*last) >= stale_after)
-                .collect()
-        };
-        stale.sort();
+        silent.sort();
+        silent
+    }
 
-        // Nodes cut off together do not cross the stale line in the same scan: their last
-        // heartbeats are spread over one interval. So the brake counts every node silent for
-        // at least `stale_after - interval` (about to go stale with the first) as part of the
-        // same failure; otherwise each scan sees only a slice of the fleet, below the
-        // threshold, and declares it lost piecemeal (docs/failures.md S9, found by the lifecycle
-        // simulator).
-        let suspect_after = stale_after.saturating_sub(self.heartbeat_interval_ms(nodes.len()));
-        let suspects = if stale.is_empty() {
-            0
-        } else {
-            up.iter()
-                .filter(|n| {
-                    let last = self.seen.get(&n.node_id).map_or(since, |s| s.last_ms);
-                    now_ms.saturating_sub(last) >= suspect_after
-                })
-                .count()
-        };
-        let mass = suspects >= self.config.mass_failure_nodes_min.max(1)
-            && (suspects as f64) >= self.config.mass_failure_fraction * (up.len() as f64);
-        let raise = |stale: usize| Alert {
-            code: MASS_NODE_FAILURE,
-            message: format!(
-                "{stale} of {} nodes went stale together; assuming the fault is the \
-                 controller's own and declaring none lost",
-                up.len()
-            ),
-            since_ms: now_ms,
-        };
+    /// The brake's state machine: engages on a mass failure (raising the alert), holds at most
+    /// `brake_hold_ms`, and lets go into a rate-limited recovery when the failure clears or
+    /// the hold runs out.
+    fn step_brake(&mut self, mass: bool, suspects: usize, up: usize, now_ms: u64) {
         self.brake = match (&self.brake, mass) {
             (Brake::Engaged { since_ms }, true)
                 if now_ms.saturating_sub(*since_ms) >= self.config.brake_hold_ms =>
@@ -435,7 +457,14 @@ impl Liveness {
                 since_ms: *since_ms,
             },
             (Brake::Off | Brake::Recovering { forced: false, .. }, true) => {
-                self.alert = Some(raise(suspects));
+                self.alert = Some(Alert {
+                    code: MASS_NODE_FAILURE,
+                    message: format!(
+                        "{suspects} of {up} nodes went stale together; assuming the fault is \
+                         the controller's own and declaring none lost"
+                    ),
+                    since_ms: now_ms,
+                });
                 Brake::Engaged { since_ms: now_ms }
             }
             (Brake::Engaged { .. }, false) => Brake::Recovering {
@@ -445,30 +474,37 @@ impl Liveness {
             },
             (other, _) => other.clone(),
         };
+    }
 
-        let mut actions = LivenessActions::default();
+    /// Which of the `stale` nodes (longest-silent first) to declare lost now: all of them
+    /// with the brake off; while recovering, at most one per `1 / recovery_declarations_per_sec`
+    /// and (unless the hold ran out) only one silent for a whole stale timeout after the brake
+    /// let go. Recovery ends, and the alert clears, once nothing is stale.
+    fn declarations(
+        &mut self,
+        stale: &[(u64, String)],
+        now_ms: u64,
+        stale_after: u64,
+    ) -> Vec<String> {
+        let gap_ms = 1000 / self.config.recovery_declarations_per_sec.clamp(1, 1000);
+        let mut lost = Vec::new();
         match &mut self.brake {
-            Brake::Engaged { .. } => {
-                actions.brake_engaged = true;
-                return actions;
-            }
+            Brake::Engaged { .. } => {}
             Brake::Off => {
-                actions.lost_nodes = stale.into_iter().map(|(_, id)| id).collect();
-                actions.lost_nodes.sort();
+                lost = stale.iter().map(|(_, id)| id.clone()).collect();
+                lost.sort();
             }
             Brake::Recovering {
                 last_declared_ms,
                 forced,
                 released_ms,
             } => {
-                let gap_ms = 1000 / self.config.recovery_declarations_per_sec.clamp(1, 1000);
                 let due = last_declared_ms.is_none_or(|t| now_ms.saturating_sub(t) >= gap_ms);
                 let settled = |last: &u64| {
                     *forced || now_ms.saturating_sub((*last).max(*released_ms)) >= stale_after
                 };
                 if due && let Some((_, id)) = stale.iter().find(|(last, _)| settled(last)) {
-                    // Longest-silent first.
-                    actions.lost_nodes.push(id.clone());
+                    lost.push(id.clone());
                     *last_declared_ms = Some(now_ms);
                 }
                 if stale.is_empty() {
@@ -477,9 +513,7 @@ impl Liveness {
                 }
             }
         }
-
-        actions.requeue = self.leftovers(manifest, &actions.lost_nodes);
-        actions
+        lost
     }
 
     /// Attempts still ASSIGNED/RUNNING on UNHEALTHY nodes (excluding nodes being declared

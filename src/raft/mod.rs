@@ -20,12 +20,14 @@
 //!    `read_states` whose index is applied;
 //! 5. call [`RawNode::advance`] with the Ready's number.
 //!
-//! A single-member cluster, driven over [`MemLog`] (a small in-memory [`Storage`] for tests):
+//! A single-member cluster, driven over the in-memory store (`mlcp::storage::MemStorage`):
 //!
 //! ```
-//! use mlcp::raft::{Config, EntryKind, MemLog, NodeId, RawNode, Role};
+//! use std::sync::Arc;
+//! use mlcp::raft::{Config, EntryKind, NodeId, RawNode, Role};
+//! use mlcp::storage::MemStorage;
 //!
-//! let log = MemLog::new();
+//! let log = Arc::new(MemStorage::new());
 //! let mut node = RawNode::new(Config::new(NodeId(1), [NodeId(1)]), log.clone()).unwrap();
 //! let mut applied = Vec::new();
 //! let mut proposed = false;
@@ -37,7 +39,7 @@
 //!     }
 //!     while node.has_ready() {
 //!         let rd = node.ready();
-//!         log.persist(&rd); // 1. one durable write (MemLog is instantly "durable")
+//!         log.persist(&rd); // 1. one durable write (instantly "durable" in memory)
 //!         assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty()); // 2, 3: no peers
 //!         for e in &rd.committed_entries {
 //!             // 4. apply; an empty Normal entry is a new leader's no-op
@@ -122,7 +124,6 @@ mod config;
 mod core;
 mod error;
 mod log;
-mod mem_log;
 mod node;
 mod progress;
 mod storage;
@@ -134,7 +135,6 @@ mod tests;
 pub use codec::DecodeError;
 pub use config::Config;
 pub use error::ProposeError;
-pub use mem_log::MemLog;
 pub use node::{PeerStatus, RawNode, Ready, Status};
 pub use storage::{InitialState, Storage, StorageError};
 pub use types::{

@@ -1,11 +1,12 @@
-//! An in-memory log store for tests: the same rules as the durable store, no durability.
+//! The one in-memory log store: the same rules as the durable store, no durability. Tests,
+//! benchmarks, the Raft core's own tests and the simulator's crashing disk all build on it.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::check::{self, ByteBudget, LogView};
 use super::{LogStore, WriteBatch};
 use crate::raft::{
-    Entry, HardState, InitialState, LogIndex, Snapshot, Storage, StorageError, Term,
+    Entry, HardState, InitialState, LogIndex, Ready, Snapshot, Storage, StorageError, Term,
 };
 
 #[derive(Debug, Default)]
@@ -83,6 +84,32 @@ impl MemStorage {
             hard_state: Some(hard_state),
         })?;
         Ok(store)
+    }
+
+    /// Step 1 of a [`Ready`] in one write: its snapshot, entries and hard state — what a
+    /// shell does before sending `persisted_messages`. For tests and benchmarks that drive a
+    /// [`crate::raft::RawNode`] by hand.
+    ///
+    /// Panics if the store refuses the write: the core asked for something no store may do.
+    pub fn persist(&self, rd: &Ready) {
+        let batch = WriteBatch {
+            snapshot: rd.snapshot.clone(),
+            entries: rd.entries.clone(),
+            hard_state: rd.hard_state,
+        };
+        if let Err(e) = self.write(&batch) {
+            panic!("the core asked for a write no store may make: {e}");
+        }
+    }
+
+    /// Every stored entry after the snapshot, in order.
+    pub fn all_entries(&self) -> Vec<Entry> {
+        self.read().entries.clone()
+    }
+
+    /// The stored hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.read().hard_state
     }
 
     fn read(&self) -> RwLockReadGuard<'_, MemState> {

@@ -4,7 +4,8 @@
 //!
 //! Two implementations, one set of rules (`check.rs`) and one conformance suite
 //! ([`conformance`]) that both pass:
-//! - [`MemStorage`]: in memory, for tests;
+//! - [`MemStorage`]: in memory, for tests and as the durable part of the simulator's
+//!   crashing disk (`simulations/src/disk.rs`, which passes the suite too);
 //! - [`RedbStore`]: the durable store a server runs on (one redb file plus snapshot data
 //!   files; see its docs for the layout and the record format). Open it for a server's data
 //!   dir with [`open_data_dir`].

@@ -431,7 +431,7 @@ impl World {
             .wrapping_add(id.get() * 1_000_003 + c.restarts);
         let core = RawNode::new(config, c.disk.clone())
             .unwrap_or_else(|e| panic!("controller {id} failed to start from its disk: {e}"));
-        let snap = c.disk.0.borrow().durable.snapshot.clone();
+        let snap = c.disk.durable_snapshot();
         c.manifest = if snap.meta.index.get() == 0 {
             Manifest::new()
         } else {
@@ -513,8 +513,8 @@ impl World {
         }
         c.restarts += 1;
         {
-            let d = c.disk.0.borrow();
-            self.raft_checker.on_restart(id, &d.durable)?;
+            let d = c.disk.durable();
+            self.raft_checker.on_restart(id, &d)?;
         }
         self.start(id);
         Ok(())
@@ -861,8 +861,8 @@ impl World {
                     .disk
                     .complete_write()
                     .map_err(|e| Violation(format!("controller {id}: {}", e.0)))?;
-                let d = c.disk.0.borrow();
-                if let Err(v) = self.raft_checker.on_durable_write(id, &write, &d.durable) {
+                let d = c.disk.durable();
+                if let Err(v) = self.raft_checker.on_durable_write(id, &write, &d) {
                     let st = c.core.as_ref().expect("up").status();
                     // A deposed leader that has not yet noticed (CheckQuorum has up to an
                     // election timeout) appends its own proposals at indexes the new leader
@@ -959,8 +959,8 @@ impl World {
     fn maybe_snapshot(&mut self, id: NodeId) {
         let interval = self.options.snapshot_interval_entries;
         let c = self.controllers.get_mut(&id).expect("known");
-        let snap_index = c.disk.0.borrow().durable.snapshot.meta.index;
-        let last = c.disk.0.borrow().durable.last_index();
+        let d = c.disk.durable();
+        let (snap_index, last) = (d.snapshot.meta.index, d.last_index());
         if c.applied.get() < snap_index.get() + interval || c.applied > last {
             return;
         }

@@ -444,6 +444,45 @@ struct ApplyOutcome {
     write: Option<WriteTask>,
 }
 
+/// Step 4 of a Ready: restores the received snapshot, then applies the committed entries.
+/// With `overlap` the apply runs while `write` is still in flight and the write is handed
+/// back unjoined; otherwise the write is joined first.
+async fn apply_ready(
+    sm: StateMachine,
+    write: WriteTask,
+    overlap: bool,
+    restore: Option<(SnapshotInfo, RestoreSnapshot)>,
+    to_apply: Vec<Entry>,
+) -> Result<ApplyOutcome, PipelineError> {
+    let write = if overlap {
+        Some(write)
+    } else {
+        join_write(write).await?;
+        None
+    };
+    let mut restored = None;
+    if let Some((info, restore)) = restore {
+        sm.restore
+            .send(restore)
+            .await?
+            .map_err(|reason| PipelineError::Restore {
+                index: info.index,
+                reason,
+            })?;
+        restored = Some(info);
+    }
+    let results = if to_apply.is_empty() {
+        Vec::new()
+    } else {
+        sm.apply.send(ApplyCommitted { entries: to_apply }).await?
+    };
+    Ok(ApplyOutcome {
+        restored,
+        results,
+        write,
+    })
+}
+
 /// A Ready's durable write (then its `persisted_messages`), running on its own task.
 type WriteTask = tokio::task::JoinHandle<Result<(), WriterStopped>>;
 
@@ -625,47 +664,8 @@ impl RaftActor {
             entries,
             hard_state,
         };
-        let writer = self.writer.clone();
-        let outbox = self.outbox.clone();
-        let write = tokio::spawn(async move {
-            if !batch.is_empty() {
-                writer.write(batch).await?;
-            }
-            if !persisted_messages.is_empty() {
-                outbox.send(persisted_messages);
-            }
-            Ok::<_, WriterStopped>(())
-        });
-        let sm = self.sm.clone();
-        let apply = async move {
-            let write = if overlap {
-                Some(write)
-            } else {
-                join_write(write).await?;
-                None
-            };
-            let mut restored = None;
-            if let Some((info, restore)) = restore {
-                sm.restore
-                    .send(restore)
-                    .await?
-                    .map_err(|reason| PipelineError::Restore {
-                        index: info.index,
-                        reason,
-                    })?;
-                restored = Some(info);
-            }
-            let results = if to_apply.is_empty() {
-                Vec::new()
-            } else {
-                sm.apply.send(ApplyCommitted { entries: to_apply }).await?
-            };
-            Ok::<_, PipelineError>(ApplyOutcome {
-                restored,
-                results,
-                write,
-            })
-        };
+        let write = self.spawn_write(batch, persisted_messages);
+        let apply = apply_ready(self.sm.clone(), write, overlap, restore, to_apply);
         let pipeline = apply
             .into_actor(self)
             .then(move |outcome, act, ctx| {
@@ -683,6 +683,21 @@ impl RaftActor {
                 act.finish_ready(number, durable_after, peers_changed, written, ctx)
             });
         ctx.spawn(pipeline);
+    }
+
+    /// Step 1 (then 3) of a Ready on its own task: the durable write, then the messages that
+    /// may leave only once it is durable (votes, append acknowledgements).
+    fn spawn_write(&self, batch: WriteBatch, persisted_messages: Vec<Message>) -> WriteTask {
+        let (writer, outbox) = (self.writer.clone(), self.outbox.clone());
+        tokio::spawn(async move {
+            if !batch.is_empty() {
+                writer.write(batch).await?;
+            }
+            if !persisted_messages.is_empty() {
+                outbox.send(persisted_messages);
+            }
+            Ok::<_, WriterStopped>(())
+        })
     }
 
     /// Answers proposers and read barriers once the state machine has applied a Ready's

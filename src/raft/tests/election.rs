@@ -6,7 +6,7 @@ use crate::raft::{HardState, MessageBody};
 fn single(tweak: impl Fn(&mut Config)) -> (RawNode<MemLog>, MemLog) {
     let mut cfg = test_config(1, &[1]);
     tweak(&mut cfg);
-    let log = MemLog::new();
+    let log = mem_log();
     (RawNode::new(cfg, log.clone()).unwrap(), log)
 }
 
@@ -106,7 +106,7 @@ fn elects_one_leader_in_3_and_5() {
 /// state that records it, so it is sent only after the vote is durable.
 #[test]
 fn vote_is_sent_only_after_it_is_durable() {
-    let log = MemLog::new();
+    let log = mem_log();
     let mut raw = RawNode::new(test_config(2, &[1, 2, 3]), log).unwrap();
     raw.step(Message {
         from: n(1),
@@ -132,7 +132,7 @@ fn vote_is_sent_only_after_it_is_durable() {
 /// otherwise a crash could let it vote again in the same term (docs/failures.md C2).
 #[test]
 fn request_vote_waits_for_durable_term() {
-    let log = MemLog::new();
+    let log = mem_log();
     let mut cfg = test_config(1, &[1, 2, 3]);
     cfg.pre_vote = false;
     let mut raw = RawNode::new(cfg, log).unwrap();
@@ -263,7 +263,7 @@ fn vote_refused_to_stale_log() {
 /// Learners never campaign, however long they go without a leader (thesis §4.2.1).
 #[test]
 fn learner_never_campaigns() {
-    let log = MemLog::new();
+    let log = mem_log();
     let mut raw = RawNode::new(test_config(4, &[1, 2, 3]), log).unwrap();
     for _ in 0..200 {
         raw.tick();
@@ -278,11 +278,11 @@ fn learner_never_campaigns() {
 fn bad_config_is_refused() {
     let mut cfg = test_config(1, &[1]);
     cfg.election_timeout_ticks_max = cfg.election_timeout_ticks_min;
-    let err = RawNode::new(cfg, MemLog::new()).err().unwrap();
+    let err = RawNode::new(cfg, mem_log()).err().unwrap();
     assert!(err.to_string().contains("election timeout"), "{err}");
     let cfg = test_config(0, &[1]);
     assert!(
-        RawNode::new(cfg, MemLog::new())
+        RawNode::new(cfg, mem_log())
             .err()
             .unwrap()
             .to_string()

@@ -12,9 +12,17 @@ mod snapshot;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{
-    Config, Entry, EntryKind, LogIndex, MemLog, Message, NodeId, RawNode, ReadState, Role,
-    Snapshot, Term,
+    Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, ReadState, Role, Snapshot, Term,
 };
+
+/// The tests' store: the one in-memory store (`crate::storage::MemStorage`), shared between
+/// a core and its test driver.
+pub type MemLog = std::sync::Arc<crate::storage::MemStorage>;
+
+/// An empty [`MemLog`].
+pub fn mem_log() -> MemLog {
+    MemLog::default()
+}
 
 /// One simulated member: its core, its storage, and its state machine (the list of applied
 /// command payloads).
@@ -97,7 +105,7 @@ impl Net {
 
     /// Adds a member with empty storage (a new learner, say).
     pub fn add_node(&mut self, cfg: Config) {
-        let log = MemLog::new();
+        let log = mem_log();
         let raw = RawNode::new(cfg.clone(), log.clone()).expect("valid config");
         let node = Node {
             raw,
@@ -260,16 +268,30 @@ impl Net {
     pub fn take_snapshot(&mut self, id: NodeId) -> LogIndex {
         let node = self.nodes.get_mut(&id).unwrap();
         let index = node.applied;
+        if index
+            <= super::Storage::snapshot(&*node.log)
+                .expect("in memory")
+                .meta
+                .index
+        {
+            // Already covered by the stored snapshot (one received from the leader, say).
+            return index;
+        }
         let meta = node.raw.snapshot_meta(index).expect("snapshot meta");
-        node.log.compact(Snapshot {
-            meta,
-            data: encode_sm(&node.sm),
-        });
+        crate::storage::LogStore::compact(
+            &*node.log,
+            Snapshot {
+                meta,
+                data: encode_sm(&node.sm),
+            },
+        )
+        .expect("the applied index is stored");
         node.raw.on_snapshot_taken(index);
         index
     }
 
-    /// Crashes `id` (loses nothing: MemLog persists at once) and restarts it from storage.
+    /// Crashes `id` (loses nothing: the in-memory store persists at once) and restarts it
+    /// from storage.
     pub fn restart(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         let snap = node.log_snapshot();

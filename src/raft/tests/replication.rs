@@ -36,8 +36,9 @@ fn append(
 
 /// A follower with `entries` already durable.
 fn follower_with(entries: Vec<Entry>, term: u64) -> (RawNode<MemLog>, MemLog) {
-    let log = MemLog::new();
-    log.append(&entries);
+    let log: MemLog = std::sync::Arc::new(
+        crate::storage::MemStorage::from_parts(None, entries, Default::default()).unwrap(),
+    );
     let mut raw = RawNode::new(test_config(2, &[1, 2, 3]), log.clone()).unwrap();
     raw.step(append(1, 2, term, (0, 0), vec![], 0));
     let rd = raw.ready();

@@ -180,7 +180,7 @@ fn stale_snapshot_is_acknowledged_and_ignored() {
 /// commit and applied index forward to it; the acknowledgement waits for the persist.
 #[test]
 fn newer_snapshot_is_restored() {
-    let log = MemLog::new();
+    let log = mem_log();
     let mut raw = RawNode::new(test_config(2, &[1, 2, 3]), log.clone()).unwrap();
     let meta = SnapshotMeta {
         index: LogIndex(50),
@@ -262,31 +262,31 @@ fn snapshot_meta_reports_membership_at_index() {
 /// conf entry up to the durable commit index; an uncommitted conf entry is not in force.
 #[test]
 fn restart_rebuilds_membership_from_snapshot_and_log() {
-    let log = MemLog::new();
     let voters = Membership::with_voters([n(1), n(2), n(3)]);
-    log.compact_fresh(Snapshot {
+    let snapshot = Snapshot {
         meta: SnapshotMeta {
             index: LogIndex(5),
             term: Term(1),
             membership: voters,
         },
         data: vec![],
-    });
+    };
     let cc = |c: ConfChange, i: u64| Entry {
         term: Term(2),
         index: LogIndex(i),
         kind: EntryKind::ConfChange,
         data: c.encode(),
     };
-    log.append(&[
+    let entries = vec![
         cc(ConfChange::AddLearner(n(4)), 6),
         cc(ConfChange::PromoteLearner(n(4)), 7),
-    ]);
-    log.set_hard_state(HardState {
+    ];
+    let hard_state = HardState {
         term: Term(2),
         vote: None,
         commit: LogIndex(6),
-    });
+    };
+    let log = crate::storage::MemStorage::from_parts(Some(snapshot), entries, hard_state).unwrap();
     let raw = RawNode::new(test_config(1, &[1]), log).unwrap();
     let m = raw.status().membership;
     assert_eq!(m.voters, [n(1), n(2), n(3)].into());
