@@ -4,9 +4,8 @@
 //! - [`run`] is the whole agent (see [`runtime`] for the loops and the shutdown sequence);
 //! - [`executor`] holds the built-in executors (`matmul`, `sleep`, `echo`) and
 //!   [`verify_matmul`], which checks a `matmul` result in O(n²);
-//! - [`controllers`] picks the controller to talk to and fails over between them.
+//! - the controllers are reached through the shared failover client, [`crate::client`].
 
-pub mod controllers;
 pub mod executor;
 pub mod runtime;
 

@@ -35,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use super::AgentOptions;
-use super::controllers::{BadAddress, CallError, Controllers};
 use super::executor::{CancelFlag, CancelReason, ExecError, ExecutorRegistry};
+use crate::client::{CallError, Client};
+use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::{
     AckTaskStartedRequest, HeartbeatRequest, NodeCapacity, PollTaskRequest,
     ReportTaskResultRequest, RunningAttempt, TaskAssignment,
@@ -83,11 +84,12 @@ pub enum AgentError {
     },
 }
 
-impl From<BadAddress> for AgentError {
-    fn from(e: BadAddress) -> Self {
+impl From<(String, String)> for AgentError {
+    /// A controller address that does not parse: `(address, why)`.
+    fn from((address, why): (String, String)) -> Self {
         AgentError::InvalidOption {
             field: "servers",
-            reason: e.to_string(),
+            reason: format!("controller address `{address}` is not a valid URI: {why}"),
         }
     }
 }
@@ -105,7 +107,7 @@ struct Held {
 
 struct Agent {
     opts: AgentOptions,
-    controllers: Controllers,
+    controllers: Client,
     registry: Arc<ExecutorRegistry>,
     held: Mutex<BTreeMap<AttemptKey, Held>>,
     slots: Arc<Semaphore>,
@@ -123,7 +125,7 @@ struct Agent {
 /// until one answers or `shutdown` fires.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
     validate(&opts)?;
-    let controllers = Controllers::new(&opts.servers)?;
+    let controllers = Client::for_agent(&opts.servers)?;
     let agent = Arc::new(Agent {
         slots: Arc::new(Semaphore::new(opts.slots as usize)),
         opts,
@@ -332,9 +334,14 @@ async fn say_leaving(agent: &Agent) {
     let stop = CancellationToken::new();
     let call = agent
         .controllers
-        .call("Heartbeat", &stop, RPC_TIMEOUT, |mut client| {
+        .call_until("Heartbeat", &stop, RPC_TIMEOUT, |ch| {
             let request = request.clone();
-            async move { client.heartbeat(request).await }
+            async move {
+                NodeServiceClient::new(ch)
+                    .heartbeat(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         });
     match tokio::time::timeout(LEAVING_TIMEOUT, call).await {
         Ok(Ok(_)) => tracing::info!("told the controllers this node is leaving"),
@@ -359,9 +366,14 @@ async fn heartbeat_loop(
         let request = heartbeat_request(&agent, capacity, cpu_usage, memory_usage);
         let outcome = agent
             .controllers
-            .call("Heartbeat", &stop, RPC_TIMEOUT, |mut client| {
+            .call_until("Heartbeat", &stop, RPC_TIMEOUT, |ch| {
                 let request = request.clone();
-                async move { client.heartbeat(request).await }
+                async move {
+                    NodeServiceClient::new(ch)
+                        .heartbeat(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
             })
             .await;
         match outcome {
@@ -377,7 +389,7 @@ async fn heartbeat_loop(
                 if let Some(tx) = registered.take() {
                     tracing::info!(
                         node_id = %agent.opts.node_id,
-                        controller = %agent.controllers.current_uri(),
+                        controller = %agent.controllers.current(),
                         heartbeat_interval_ms = interval.as_millis() as u64,
                         "registered with the cluster"
                     );
@@ -454,10 +466,15 @@ async fn poll_loop(agent: &Arc<Agent>, shutdown: &CancellationToken) {
         let polled_at = Instant::now();
         let outcome = agent
             .controllers
-            .call("PollTask", shutdown, wait + RPC_TIMEOUT, |mut client| {
+            .call_until("PollTask", shutdown, wait + RPC_TIMEOUT, |ch| {
                 let mut request = tonic::Request::new(request.clone());
                 request.set_timeout(wait + RPC_TIMEOUT);
-                async move { client.poll_task(request).await }
+                async move {
+                    NodeServiceClient::new(ch)
+                        .poll_task(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
             })
             .await;
         match outcome {
@@ -576,9 +593,14 @@ async fn run_attempt(
     };
     let acked = agent
         .controllers
-        .call("AckTaskStarted", abort, RPC_TIMEOUT, |mut client| {
+        .call_until("AckTaskStarted", abort, RPC_TIMEOUT, |ch| {
             let ack = ack.clone();
-            async move { client.ack_task_started(ack).await }
+            async move {
+                NodeServiceClient::new(ch)
+                    .ack_task_started(ack)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await;
     match acked {
@@ -670,9 +692,14 @@ async fn send_report(
     loop {
         let outcome = agent
             .controllers
-            .call("ReportTaskResult", abort, RPC_TIMEOUT, |mut client| {
+            .call_until("ReportTaskResult", abort, RPC_TIMEOUT, |ch| {
                 let report = report.clone();
-                async move { client.report_task_result(report).await }
+                async move {
+                    NodeServiceClient::new(ch)
+                        .report_task_result(report)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
             })
             .await;
         let (task_id, attempt) = (&report.task_id, report.attempt);

@@ -66,6 +66,7 @@ impl From<crate::client::ClientError> for CliError {
         match e {
             crate::client::ClientError::NoServer { tried } => CliError::NoServer { tried },
             crate::client::ClientError::Status(status) => status.into(),
+            crate::client::ClientError::Cancelled => CliError::Failed("cancelled".into()),
         }
     }
 }
