@@ -20,9 +20,9 @@ use std::time::Duration;
 use common::{
     BIN, POLL, SOON, local_tasks, mlcp, request, stderr, stdout, submit, wait_agents_healthy,
 };
-use mlcp::cli::demo::verify_task;
 use mlcp::proto::{Task, TaskStatus};
 use mlcp::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use mlcp::tools::demo::verify_task;
 use serde_json::{Value, json};
 
 const TASKS: usize = 30;

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::console::flags::OutputFormat;
+use crate::console::flags::{non_negative_f64, unsigned};
+pub use crate::tools::bench::BenchArgs;
+pub use crate::tools::demo::DemoArgs;
+
 // The after-help texts are laid out by hand within 80 columns (a test checks), so that
 // --help never re-wraps an example: a wrapped line would start with a fragment of a comment
 // or a command. Comments go on their own line above the command they describe.
@@ -27,39 +32,6 @@ Examples:
 Configuration is layered: config file (--config, default ./mlcp.toml if
 present) < MLCP_* environment < command-line flags. Logs go to stderr; set
 RUST_LOG to filter.";
-
-/// Value parser of a flag that takes a whole number: says why a value is refused ("must not
-/// be negative") where the default parser says "invalid digit found in string". Numeric
-/// arguments also set `allow_negative_numbers`, so that clap hands `-1` to this parser
-/// instead of reading it as an unknown flag.
-pub(crate) fn unsigned<T>(text: &str) -> Result<T, String>
-where
-    T: std::str::FromStr<Err = std::num::ParseIntError>,
-{
-    use std::num::IntErrorKind;
-    text.parse::<T>().map_err(|e| match e.kind() {
-        IntErrorKind::InvalidDigit
-            if text
-                .strip_prefix('-')
-                .is_some_and(|n| n.parse::<u128>().is_ok()) =>
-        {
-            "must not be negative".to_owned()
-        }
-        IntErrorKind::PosOverflow => "is too large".to_owned(),
-        IntErrorKind::Empty => "is empty; expected a whole number".to_owned(),
-        _ => "is not a whole number".to_owned(),
-    })
-}
-
-/// Value parser of a flag that takes a non-negative finite number (see [`unsigned`]).
-pub(crate) fn non_negative_f64(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if !x.is_finite() => Err("is not a finite number".to_owned()),
-        Ok(x) if x < 0.0 => Err("must not be negative".to_owned()),
-        Ok(x) => Ok(x),
-        Err(_) => Err("is not a number".to_owned()),
-    }
-}
 
 /// `mlcp`: a Raft-replicated ML control plane that hands compute tasks to agents.
 #[derive(Debug, Parser)]
@@ -85,16 +57,6 @@ pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line (for log shippers).
-    Json,
-}
-
-/// How client commands print their answer on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// Aligned columns for people.
-    Table,
-    /// The response message as JSON with the proto field names and enum value names.
     Json,
 }
 
@@ -135,7 +97,7 @@ pub enum Command {
     /// Measure how many agents one leader holds heartbeating (zero Raft entries from steady
     /// heartbeats) and the time from an agent's death to its tasks running elsewhere.
     #[command(after_help = BENCH_LIVENESS_AFTER_HELP)]
-    BenchLiveness(super::bench_liveness::BenchLivenessArgs),
+    BenchLiveness(crate::tools::bench_liveness::BenchLivenessArgs),
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -558,23 +520,6 @@ loopback ports; their logs are in the temp dir (kept with --keep-dir). Exit
 status 0 only if every task completed and its result verified (Freivalds' check
 against inputs regenerated from the seed).";
 
-/// Flags of `mlcp demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Matrix-multiplication tasks to submit (at least 3).
-    #[arg(long, value_name = "N", default_value_t = 24, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
-    pub tasks: usize,
-    /// Agents to start (at least 1).
-    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
-    pub agents: usize,
-    /// Keep the temp dir (data dirs and child logs) and print its path.
-    #[arg(long)]
-    pub keep_dir: bool,
-    /// Give up if not every task is finished after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
-    pub deadline_secs: u64,
-}
-
 const BENCH_AFTER_HELP: &str = "\
 Examples:
   mlcp bench
@@ -592,38 +537,6 @@ Examples:
   mlcp bench-liveness
   # only the capacity steps, 5 seconds each
   mlcp bench-liveness --phase capacity --steps 500,1000,2000 --window-secs 5";
-
-/// Flags of `mlcp bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Benchmark an existing cluster (submit phase only) instead of starting one.
-    #[arg(long = "server", value_name = "ADDR,…")]
-    pub servers: Option<String>,
-    /// Concurrent-client levels of the submit phase.
-    #[arg(
-        long,
-        value_name = "N,…",
-        default_value = "1,16,64,256",
-        value_delimiter = ',',
-        allow_negative_numbers = true, value_parser = unsigned::<usize>
-    )]
-    pub clients: Vec<usize>,
-    /// Seconds per submit level.
-    #[arg(long, value_name = "SECS", default_value_t = 5, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
-    pub duration_secs: u64,
-    /// No-op (echo) tasks for the end-to-end phase.
-    #[arg(long, value_name = "N", default_value_t = 5000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
-    pub echo_tasks: usize,
-    /// Agents for the end-to-end phase.
-    #[arg(long, value_name = "N", default_value_t = 4, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
-    pub agents: usize,
-    /// Output format [default: table].
-    #[arg(long, value_enum, value_name = "FORMAT", default_value = "table")]
-    pub output: OutputFormat,
-    /// Keep the temp dir (data dirs and child logs) and print its path.
-    #[arg(long)]
-    pub keep_dir: bool,
-}
 
 #[cfg(test)]
 mod tests {

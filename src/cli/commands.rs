@@ -5,7 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use super::args::{
     ClientArgs, ClusterCommand, NodeCommand, OutputFormat, TaskCommand, TaskSubmitArgs,
@@ -13,16 +12,17 @@ use super::args::{
 use super::config::{self, ClientConfig};
 use super::error::CliError;
 use super::json;
-use super::out::{out, outln};
-use super::table::{Table, span, truncate, unix_ms};
-use crate::client::Client;
+pub use crate::client::api::{cluster_status, get_task, is_terminal, list_nodes, list_tasks};
+use crate::client::{Client, ClientError};
+use crate::console::out::{out, outln};
+use crate::console::status::{member_table, render_cluster_status};
+use crate::console::table::{Table, span, truncate, unix_ms};
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{
-    AddMemberRequest, CancelTaskRequest, DrainNodeRequest, GetClusterStatusRequest,
-    GetClusterStatusResponse, GetTaskRequest, ListNodesRequest, ListTasksRequest,
-    ListTasksResponse, Node, PromoteMemberRequest, RemoveMemberRequest, ResourceRequest,
-    RetryPolicy, SubmitTaskRequest, Task, TaskConstraints, TaskStatus, TransferLeaderRequest,
+    AddMemberRequest, CancelTaskRequest, DrainNodeRequest, GetTaskRequest, ListNodesRequest, Node,
+    PromoteMemberRequest, RemoveMemberRequest, ResourceRequest, RetryPolicy, SubmitTaskRequest,
+    Task, TaskConstraints, TaskStatus, TransferLeaderRequest,
 };
 
 /// How often `task submit --wait` polls the task.
@@ -30,8 +30,6 @@ const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest `task submit --wait` reads a task it just submitted as "not visible yet" when
 /// the read answers NOT_FOUND (a linearizable read should see it at once).
 const NOT_VISIBLE_GRACE: Duration = Duration::from_secs(30);
-/// Largest page asked of ListTasks (the server caps pages at 1000).
-const LIST_PAGE_SIZE_MAX: u32 = 1000;
 
 fn setup(file: Option<&Path>, args: &ClientArgs) -> Result<(Client, ClientConfig), CliError> {
     let cfg = config::client_config(file, args)?;
@@ -61,14 +59,6 @@ pub fn parse_task_status(text: &str) -> Result<TaskStatus, CliError> {
                 "--status {text:?} is not one of PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED"
             ))
         })
-}
-
-/// Whether a task status is terminal (COMPLETED, FAILED or CANCELLED).
-pub fn is_terminal(status: i32) -> bool {
-    matches!(
-        TaskStatus::try_from(status),
-        Ok(TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
-    )
 }
 
 fn status_name(status: i32) -> String {
@@ -151,48 +141,6 @@ pub async fn task(command: TaskCommand, file: Option<&Path>) -> Result<(), CliEr
             Ok(())
         }
     }
-}
-
-/// Every task (in pages), optionally of one status, at most `limit`; a limit of 0 is no
-/// limit (`--limit 0`, as etcdctl reads it), not an empty answer.
-pub async fn list_tasks(
-    client: &Client,
-    status: Option<TaskStatus>,
-    limit: Option<u64>,
-) -> Result<ListTasksResponse, CliError> {
-    let limit = limit.filter(|&l| l != 0);
-    let mut all = ListTasksResponse::default();
-    let mut token = String::new();
-    loop {
-        let remaining = limit.map(|l| l.saturating_sub(all.tasks.len() as u64));
-        if remaining == Some(0) {
-            break;
-        }
-        let page_size = remaining.map_or(LIST_PAGE_SIZE_MAX, |r| {
-            u32::try_from(r.min(u64::from(LIST_PAGE_SIZE_MAX))).expect("bounded by the max")
-        });
-        let request = ListTasksRequest {
-            status: status.map_or(0, |s| s as i32),
-            page_size,
-            page_token: token.clone(),
-            consistent: false,
-        };
-        let page = client
-            .call(|ch| {
-                let request = request.clone();
-                async move { TaskServiceClient::new(ch).list_tasks(request).await }
-            })
-            .await?
-            .into_inner();
-        all.total_count = page.total_count;
-        all.tasks.extend(page.tasks);
-        token = page.next_page_token;
-        all.next_page_token = token.clone();
-        if token.is_empty() {
-            break;
-        }
-    }
-    Ok(all)
 }
 
 /// The retry policy asked for on the command line; `None` (server defaults) when no flag is set.
@@ -316,14 +264,15 @@ pub async fn wait_for_terminal(
     loop {
         let task = match get_task(client, task_id, true).await {
             Ok(task) => task,
-            Err(CliError::Status {
-                code: tonic::Code::NotFound,
-                ..
-            }) if !seen && tokio::time::Instant::now() < invisible_until => {
+            Err(ClientError::Status(s))
+                if s.code() == tonic::Code::NotFound
+                    && !seen
+                    && tokio::time::Instant::now() < invisible_until =>
+            {
                 tokio::time::sleep(WAIT_POLL_INTERVAL).await;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         seen = true;
         if is_terminal(task.status) {
@@ -337,45 +286,6 @@ pub async fn wait_for_terminal(
         }
         tokio::time::sleep(WAIT_POLL_INTERVAL).await;
     }
-}
-
-/// GetTask through the failover client.
-pub async fn get_task(client: &Client, task_id: &str, consistent: bool) -> Result<Task, CliError> {
-    let response = client
-        .call(|ch| {
-            let request = GetTaskRequest {
-                task_id: task_id.to_owned(),
-                consistent,
-            };
-            async move { TaskServiceClient::new(ch).get_task(request).await }
-        })
-        .await?
-        .into_inner();
-    response.task.ok_or_else(|| {
-        CliError::Failed(format!(
-            "the server answered GetTask {task_id} without a task"
-        ))
-    })
-}
-
-/// GetClusterStatus from whichever member `client` reaches first.
-pub async fn cluster_status(client: &Client) -> Result<GetClusterStatusResponse, CliError> {
-    Ok(client
-        .call(|ch| async move {
-            ClusterServiceClient::new(ch)
-                .get_cluster_status(GetClusterStatusRequest {})
-                .await
-        })
-        .await?
-        .into_inner())
-}
-
-/// GetClusterStatus from one specific member (no failover), for tools that compare members.
-pub async fn member_status(channel: Channel) -> Result<GetClusterStatusResponse, tonic::Status> {
-    Ok(ClusterServiceClient::new(channel)
-        .get_cluster_status(GetClusterStatusRequest {})
-        .await?
-        .into_inner())
 }
 
 /// The task table of `task list`.
@@ -504,19 +414,6 @@ pub async fn node(command: NodeCommand, file: Option<&Path>) -> Result<(), CliEr
             Ok(())
         }
     }
-}
-
-/// Every registered worker node (ListNodes) through the failover client.
-pub async fn list_nodes(client: &Client) -> Result<Vec<Node>, CliError> {
-    Ok(client
-        .call(|ch| async move {
-            ClusterServiceClient::new(ch)
-                .list_nodes(ListNodesRequest { status: 0 })
-                .await
-        })
-        .await?
-        .into_inner()
-        .nodes)
 }
 
 /// The node table of `node list`.
@@ -654,70 +551,6 @@ fn print_members(members: &[crate::proto::Member], output: OutputFormat) {
     }
 }
 
-fn member_table(members: &[crate::proto::Member], leader_id: u64) -> Table {
-    let mut table = Table::new(["ID", "ADDRESS", "ROLE", "SUFFRAGE", "MATCH_INDEX"]);
-    for m in members {
-        let role = match json::member_role(m.role) {
-            Value::String(s) if s == "UNSPECIFIED" && m.id == leader_id => "LEADER".to_owned(),
-            Value::String(s) if s == "UNSPECIFIED" => "?".to_owned(),
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        let suffrage = match json::suffrage(m.suffrage) {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        table.row([
-            m.id.to_string(),
-            m.address.clone(),
-            role,
-            suffrage,
-            m.match_index.to_string(),
-        ]);
-    }
-    table
-}
-
-/// `cluster status` as text: a summary, the members and any alerts.
-pub fn render_cluster_status(s: &GetClusterStatusResponse) -> String {
-    let mut out = format!(
-        "cluster {:?}: leader {} ({}), term {}, answered by {} (commit index {}, applied index {})\n",
-        s.cluster_name,
-        if s.leader_id == 0 {
-            "unknown".to_owned()
-        } else {
-            s.leader_id.to_string()
-        },
-        if s.leader_address.is_empty() {
-            "-"
-        } else {
-            &s.leader_address
-        },
-        s.term,
-        s.self_id,
-        s.commit_index,
-        s.applied_index,
-    );
-    out.push_str(&member_table(&s.members, s.leader_id).render());
-    if !s.task_counts.is_empty() {
-        let counts: Vec<String> = s
-            .task_counts
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        out.push_str(&format!("tasks: {}\n", counts.join(" ")));
-    }
-    for a in &s.alerts {
-        out.push_str(&format!(
-            "ALERT {} since {}: {}\n",
-            a.code,
-            unix_ms(a.since),
-            a.message
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
@@ -730,8 +563,8 @@ mod tests {
     use super::*;
     use crate::proto::task_service_server::{TaskService, TaskServiceServer};
     use crate::proto::{
-        CancelTaskResponse, GetTaskResponse, SubmitTaskResponse, WatchTaskRequest,
-        WatchTaskResponse,
+        CancelTaskResponse, GetTaskResponse, ListTasksRequest, ListTasksResponse,
+        SubmitTaskResponse, WatchTaskRequest, WatchTaskResponse,
     };
 
     /// A member that lags: its own applied state (a non-consistent read) does not have the

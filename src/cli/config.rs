@@ -623,7 +623,7 @@ pub fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, ConfigEr
     Ok(peers)
 }
 
-pub use crate::gateway::convert::peer_authority;
+pub use crate::client::peer_authority;
 
 /// Refuses a controller list with an entry that is not `HOST:PORT` (optionally after
 /// `http://` or `https://`) with a port in 1..=65535, naming `origin` and the entry:

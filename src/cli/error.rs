@@ -18,6 +18,9 @@ pub enum CliError {
     /// another node or cluster, …).
     #[error(transparent)]
     Server(#[from] crate::controller::ServerError),
+    /// A tool (demo, bench) failed.
+    #[error(transparent)]
+    Tool(#[from] crate::tools::ToolError),
     /// The agent could not run (bad option, registration refused).
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
@@ -55,7 +58,7 @@ impl CliError {
     /// The process exit status: 2 for usage errors (as clap uses), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
+            CliError::Usage(_) | CliError::Tool(crate::tools::ToolError::Usage(_)) => 2,
             _ => 1,
         }
     }

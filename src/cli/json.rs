@@ -9,54 +9,36 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::console::names;
 use crate::proto::{
     AttemptRecord, CancelTaskResponse, ClusterAlert, DrainNodeResponse, GetClusterStatusResponse,
-    GetTaskResponse, LeaderHint, ListNodesResponse, ListTasksResponse, Member, MemberRole, Node,
-    NodeCapacity, NodeStatus, ResourceRequest, RetryPolicy, SubmitTaskResponse, Suffrage, Task,
-    TaskConstraints, TaskStatus, TransferLeaderResponse,
+    GetTaskResponse, LeaderHint, ListNodesResponse, ListTasksResponse, Member, Node, NodeCapacity,
+    ResourceRequest, RetryPolicy, SubmitTaskResponse, Task, TaskConstraints,
+    TransferLeaderResponse,
 };
 
 /// `TASK_STATUS_COMPLETED` → `COMPLETED`; an unknown number stays a number.
 pub fn task_status(value: i32) -> Value {
-    enum_name(
-        TaskStatus::try_from(value).map(|s| s.as_str_name()),
-        "TASK_STATUS_",
-        value,
-    )
+    enum_value(names::task_status_known(value), value)
 }
 
 /// `NODE_STATUS_HEALTHY` → `HEALTHY`.
 pub fn node_status(value: i32) -> Value {
-    enum_name(
-        NodeStatus::try_from(value).map(|s| s.as_str_name()),
-        "NODE_STATUS_",
-        value,
-    )
+    enum_value(names::node_status_known(value), value)
 }
 
 /// `MEMBER_ROLE_LEADER` → `LEADER`.
 pub fn member_role(value: i32) -> Value {
-    enum_name(
-        MemberRole::try_from(value).map(|s| s.as_str_name()),
-        "MEMBER_ROLE_",
-        value,
-    )
+    enum_value(names::member_role_known(value), value)
 }
 
 /// `SUFFRAGE_VOTER` → `VOTER`.
 pub fn suffrage(value: i32) -> Value {
-    enum_name(
-        Suffrage::try_from(value).map(|s| s.as_str_name()),
-        "SUFFRAGE_",
-        value,
-    )
+    enum_value(names::suffrage_known(value), value)
 }
 
-fn enum_name<E>(name: Result<&'static str, E>, prefix: &str, value: i32) -> Value {
-    match name {
-        Ok(name) => Value::from(name.strip_prefix(prefix).unwrap_or(name)),
-        Err(_) => Value::from(value),
-    }
+fn enum_value(name: Option<&'static str>, value: i32) -> Value {
+    name.map_or_else(|| Value::from(value), Value::from)
 }
 
 fn opt<T>(value: &Option<T>, f: impl Fn(&T) -> Value) -> Value {
@@ -373,6 +355,7 @@ pub fn cluster_status_response(r: &GetClusterStatusResponse) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::TaskStatus;
 
     #[test]
     fn field_names_are_the_proto_names_and_enums_are_names() {

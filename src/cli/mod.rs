@@ -1,8 +1,7 @@
 //! The `mlcp` command line: clap commands ([`args`]), layered configuration ([`config`]:
-//! TOML file < `MLCP_*` environment < flags), logging ([`logging`]), the failover gRPC client
-//! ([`client`]), output as tables or JSON ([`table`], [`json`]), and the child-process
-//! orchestration ([`local_cluster`]) behind `mlcp demo` ([`demo`]) and `mlcp bench`
-//! ([`bench`]).
+//! TOML file < `MLCP_*` environment < flags), logging ([`logging`]), the client commands
+//! ([`commands`], over [`crate::client`]) with tables ([`crate::console`]) or JSON
+//! ([`json`]), and the dispatch to the server, the agent and the tools ([`crate::tools`]).
 //!
 //! Exit status: 0 on success; 2 for a usage error (clap's own, or a flag value only we can
 //! check); 1 for everything else, with one line on stderr (no reachable server names every
@@ -13,17 +12,11 @@
 #![deny(clippy::print_stdout)]
 
 pub mod args;
-pub mod bench;
-pub mod bench_liveness;
 pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod json;
 pub mod logging;
-pub mod out;
-pub mod signals;
-pub mod table;
 
 use std::process::ExitCode;
 
@@ -71,7 +64,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .enable_all()
                 .build()
                 .map_err(CliError::io("starting the signal watcher"))?;
-            let shutdown = signals_rt.block_on(async { signals::shutdown_token() });
+            let shutdown = signals_rt.block_on(async { crate::console::signals::shutdown_token() });
             let outcome = crate::controller::run_server(opts, shutdown);
             signals_rt.shutdown_background();
             outcome.map_err(CliError::from)
@@ -79,16 +72,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Agent(flags) => {
             let opts = config::agent_options(file, &flags)?;
             tokio_runtime()?.block_on(async move {
-                let shutdown = signals::shutdown_token();
+                let shutdown = crate::console::signals::shutdown_token();
                 run_agent(opts, shutdown).await
             })
         }
         Command::Task { command } => tokio_runtime()?.block_on(commands::task(command, file)),
         Command::Node { command } => tokio_runtime()?.block_on(commands::node(command, file)),
         Command::Cluster { command } => tokio_runtime()?.block_on(commands::cluster(command, file)),
-        Command::Demo(args) => tokio_runtime()?.block_on(demo::run(args)),
-        Command::Bench(args) => tokio_runtime()?.block_on(bench::run(args)),
-        Command::BenchLiveness(args) => tokio_runtime()?.block_on(bench_liveness::run(args)),
+        Command::Demo(args) => tokio_runtime()?
+            .block_on(crate::tools::demo::run(args))
+            .map_err(CliError::from),
+        Command::Bench(args) => tokio_runtime()?
+            .block_on(crate::tools::bench::run(args))
+            .map_err(CliError::from),
+        Command::BenchLiveness(args) => tokio_runtime()?
+            .block_on(crate::tools::bench_liveness::run(args))
+            .map_err(CliError::from),
     }
 }
 

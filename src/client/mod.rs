@@ -17,6 +17,8 @@
 //! its deadline, and at once when no address answers at all (naming each with its reason);
 //! the agent keeps trying until it is told to stop.
 
+pub mod api;
+
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -156,6 +158,29 @@ fn endpoint(
     } else {
         endpoint
     })
+}
+
+/// `host:port` of a peer address (`HOST:PORT`, `[IPV6]:PORT`, or either after `http://` or
+/// `https://`), the host lower-cased so that two spellings of one address compare equal;
+/// `None` unless the port is a number in 1..=65535 and the host is non-empty. Shared by the
+/// CLI's `--peers`/`--server` checks and `ClusterService.AddMember`, so that
+/// `cluster add-learner` accepts exactly what `--peers` does.
+pub fn peer_authority(addr: &str) -> Option<String> {
+    let rest = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':')?;
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || host.contains(['/', '@', ' ']) || (host.contains(':') && !bracketed) {
+        return None;
+    }
+    Some(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// The leader address a controller put in an UNAVAILABLE status, if any.

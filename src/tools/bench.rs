@@ -16,22 +16,54 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::args::{BenchArgs, OutputFormat};
-use super::commands;
-use super::config;
-use super::error::CliError;
-use super::out::{out, outln};
-use super::signals;
-use super::table::Table;
+use super::ToolError;
 use crate::client::Client;
+use crate::client::api as commands;
+use crate::console::flags::{OutputFormat, unsigned};
+use crate::console::out::{out, outln};
+use crate::console::signals;
+use crate::console::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{ListTasksRequest, NodeStatus, SubmitTaskRequest, TaskConstraints, TaskStatus};
 use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+
+/// Flags of `mlcp bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark an existing cluster (submit phase only) instead of starting one.
+    #[arg(long = "server", value_name = "ADDR,…")]
+    pub servers: Option<String>,
+    /// Concurrent-client levels of the submit phase.
+    #[arg(
+        long,
+        value_name = "N,…",
+        default_value = "1,16,64,256",
+        value_delimiter = ',',
+        allow_negative_numbers = true, value_parser = unsigned::<usize>
+    )]
+    pub clients: Vec<usize>,
+    /// Seconds per submit level.
+    #[arg(long, value_name = "SECS", default_value_t = 5, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
+    pub duration_secs: u64,
+    /// No-op (echo) tasks for the end-to-end phase.
+    #[arg(long, value_name = "N", default_value_t = 5000, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    pub echo_tasks: usize,
+    /// Agents for the end-to-end phase.
+    #[arg(long, value_name = "N", default_value_t = 4, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    pub agents: usize,
+    /// Output format [default: table].
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "table")]
+    pub output: OutputFormat,
+    /// Keep the temp dir (data dirs and child logs) and print its path.
+    #[arg(long)]
+    pub keep_dir: bool,
+}
 
 /// Concurrent submitters in the end-to-end phase.
 const E2E_CLIENTS: usize = 64;
@@ -55,22 +87,29 @@ struct SubmitLevel {
 }
 
 /// Runs the bench; Ctrl-C stops it and still cleans up.
-pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+pub async fn run(args: BenchArgs) -> Result<(), ToolError> {
     if args.clients.contains(&0) {
-        return Err(CliError::Usage("--clients levels must be positive".into()));
+        return Err(ToolError::Usage("--clients levels must be positive".into()));
     }
     tokio::select! {
         outcome = bench(&args) => outcome,
         signal = signals::wait_for_signal() => {
-            Err(CliError::Failed(format!("interrupted by {signal}")))
+            Err(ToolError::Failed(format!("interrupted by {signal}")))
         }
     }
 }
 
-async fn bench(args: &BenchArgs) -> Result<(), CliError> {
+async fn bench(args: &BenchArgs) -> Result<(), ToolError> {
     if let Some(servers) = &args.servers {
         let addrs: Vec<String> = servers.split(',').map(|s| s.trim().to_owned()).collect();
-        config::check_servers(&addrs, || "--server".to_owned())?;
+        if let Some(entry) = addrs
+            .iter()
+            .find(|a| crate::client::peer_authority(a).is_none())
+        {
+            return Err(ToolError::Usage(format!(
+                "--server: entry {entry:?} is not HOST:PORT with a port in 1..=65535"
+            )));
+        }
         let client = Client::new(addrs, Duration::from_secs(5));
         let leader = leader_address(&client).await?;
         let levels = submit_levels(&leader, args).await?;
@@ -78,28 +117,28 @@ async fn bench(args: &BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
-    let binary = std::env::current_exe().map_err(CliError::io("finding the mlcp executable"))?;
+    let binary = std::env::current_exe().map_err(ToolError::io("finding the mlcp executable"))?;
     let spec = ClusterSpec {
         child_log_filter: "warn".into(),
         ..ClusterSpec::default()
     };
     let mut cluster =
-        LocalCluster::new(binary, spec).map_err(CliError::io("creating the bench temp dir"))?;
+        LocalCluster::new(binary, spec).map_err(ToolError::io("creating the bench temp dir"))?;
     if args.keep_dir {
         cluster.keep_dir();
     }
     eprintln!("bench: cluster in {}", cluster.dir().display());
     cluster
         .start_controllers()
-        .map_err(CliError::io("starting controllers"))?;
+        .map_err(ToolError::io("starting controllers"))?;
     let leader = cluster
         .wait_for_leader(&[0, 1, 2], Duration::from_secs(30))
         .await
-        .map_err(CliError::Failed)?;
+        .map_err(ToolError::Failed)?;
     for i in 1..=args.agents {
         cluster
             .start_agent(&format!("bench-agent-{i}"), 16)
-            .map_err(CliError::io("starting an agent"))?;
+            .map_err(ToolError::io("starting an agent"))?;
     }
     let leader_addr = cluster.controllers[leader.pos].grpc.to_string();
     let client = cluster.client(Duration::from_secs(5));
@@ -122,15 +161,15 @@ async fn bench(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn leader_address(client: &Client) -> Result<String, CliError> {
+async fn leader_address(client: &Client) -> Result<String, ToolError> {
     let status = commands::cluster_status(client).await?;
     if status.leader_address.is_empty() {
-        return Err(CliError::Failed("the cluster has no leader".into()));
+        return Err(ToolError::Failed("the cluster has no leader".into()));
     }
     Ok(status.leader_address)
 }
 
-async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError> {
+async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), ToolError> {
     poll_until(
         "the bench agents",
         Duration::from_secs(30),
@@ -147,16 +186,16 @@ async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError>
         },
     )
     .await
-    .map_err(CliError::Failed)
+    .map_err(ToolError::Failed)
 }
 
-async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>, CliError> {
+async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>, ToolError> {
     let client = Client::new(vec![addr.to_owned()], Duration::from_secs(10));
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
         // A fresh Client per channel so each is its own HTTP/2 connection.
         let fresh = Client::new(client.addrs().to_vec(), Duration::from_secs(10));
-        channels.push(fresh.channel(addr).await.map_err(CliError::Failed)?);
+        channels.push(fresh.channel(addr).await.map_err(ToolError::Failed)?);
     }
     Ok(channels)
 }
@@ -174,7 +213,7 @@ fn echo_request(region: &str, i: u64) -> SubmitTaskRequest {
     }
 }
 
-async fn submit_levels(leader: &str, args: &BenchArgs) -> Result<Vec<SubmitLevel>, CliError> {
+async fn submit_levels(leader: &str, args: &BenchArgs) -> Result<Vec<SubmitLevel>, ToolError> {
     let mut levels = Vec::new();
     for &clients in &args.clients {
         eprintln!(
@@ -190,7 +229,7 @@ async fn submit_level(
     leader: &str,
     clients: usize,
     duration: Duration,
-) -> Result<SubmitLevel, CliError> {
+) -> Result<SubmitLevel, ToolError> {
     let channels = connect(leader, clients.min(CONNECTIONS_MAX)).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -222,7 +261,7 @@ async fn submit_level(
     for w in workers {
         let (h, e) = w
             .await
-            .map_err(|e| CliError::Failed(format!("bench worker: {e}")))?;
+            .map_err(|e| ToolError::Failed(format!("bench worker: {e}")))?;
         hist.add(h).expect("same bounds");
         errors += e;
     }
@@ -245,7 +284,7 @@ struct EndToEnd {
     seconds: f64,
 }
 
-async fn end_to_end(leader: &str, client: &Client, tasks: usize) -> Result<EndToEnd, CliError> {
+async fn end_to_end(leader: &str, client: &Client, tasks: usize) -> Result<EndToEnd, ToolError> {
     let channels = connect(leader, E2E_CLIENTS.min(CONNECTIONS_MAX)).await?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -267,8 +306,8 @@ async fn end_to_end(leader: &str, client: &Client, tasks: usize) -> Result<EndTo
     }
     for w in workers {
         w.await
-            .map_err(|e| CliError::Failed(format!("bench worker: {e}")))?
-            .map_err(CliError::from)?;
+            .map_err(|e| ToolError::Failed(format!("bench worker: {e}")))?
+            .map_err(ToolError::from)?;
     }
     let submitted = started.elapsed().as_secs_f64();
     eprintln!("bench: {tasks} echo tasks submitted in {submitted:.2}s; waiting for completion");
@@ -294,7 +333,7 @@ async fn end_to_end(leader: &str, client: &Client, tasks: usize) -> Result<EndTo
         },
     )
     .await
-    .map_err(CliError::Failed)?;
+    .map_err(ToolError::Failed)?;
     Ok(EndToEnd {
         tasks,
         seconds: started.elapsed().as_secs_f64(),
@@ -310,11 +349,11 @@ struct Failover {
     failed_attempts: u64,
 }
 
-async fn failover(cluster: &mut LocalCluster) -> Result<Failover, CliError> {
+async fn failover(cluster: &mut LocalCluster) -> Result<Failover, ToolError> {
     let leader = cluster
         .wait_for_leader(&[0, 1, 2], Duration::from_secs(10))
         .await
-        .map_err(CliError::Failed)?;
+        .map_err(ToolError::Failed)?;
     let survivors: Vec<usize> = (0..3).filter(|&p| p != leader.pos).collect();
     // Open connections to the survivors before the kill so connect time is not counted.
     let mut clients = Vec::new();
@@ -330,7 +369,7 @@ async fn failover(cluster: &mut LocalCluster) -> Result<Failover, CliError> {
     let deadline = killed + Duration::from_secs(30);
     let ms = loop {
         if Instant::now() >= deadline {
-            return Err(CliError::Failed(
+            return Err(ToolError::Failed(
                 "no write succeeded within 30 s of killing the leader".into(),
             ));
         }
@@ -350,7 +389,7 @@ async fn failover(cluster: &mut LocalCluster) -> Result<Failover, CliError> {
     let new = cluster
         .wait_for_leader(&survivors, Duration::from_secs(10))
         .await
-        .map_err(CliError::Failed)?;
+        .map_err(ToolError::Failed)?;
     Ok(Failover {
         old_leader: leader.status.self_id,
         new_leader: new.status.self_id,

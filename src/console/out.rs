@@ -45,17 +45,17 @@ fn reader_gone() -> ! {
 /// `print!` to stdout through [`write`].
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::cli::out::write(format_args!($($arg)*))
+        $crate::console::out::write(format_args!($($arg)*))
     };
 }
 
 /// `println!` to stdout through [`write`].
 macro_rules! outln {
     () => {
-        $crate::cli::out::write(format_args!("\n"))
+        $crate::console::out::write(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::console::out::write(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 

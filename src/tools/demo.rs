@@ -12,20 +12,39 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use clap::Args;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::args::DemoArgs;
-use super::commands::{self, render_cluster_status};
-use super::error::CliError;
-use super::out::{out, outln};
-use super::signals;
-use super::table::Table;
+use super::ToolError;
 use crate::agent::verify_matmul;
 use crate::client::Client;
+use crate::client::api as commands;
+use crate::console::flags::unsigned;
+use crate::console::out::{out, outln};
+use crate::console::signals;
+use crate::console::status::render_cluster_status;
+use crate::console::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
 use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+
+/// Flags of `mlcp demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Matrix-multiplication tasks to submit (at least 3).
+    #[arg(long, value_name = "N", default_value_t = 24, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    pub tasks: usize,
+    /// Agents to start (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = unsigned::<usize>)]
+    pub agents: usize,
+    /// Keep the temp dir (data dirs and child logs) and print its path.
+    #[arg(long)]
+    pub keep_dir: bool,
+    /// Give up if not every task is finished after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300, allow_negative_numbers = true, value_parser = unsigned::<u64>)]
+    pub deadline_secs: u64,
+}
 
 /// Matrix orders the demo cycles through (mixed sizes, 256–1024).
 const SIZES: [u64; 6] = [256, 384, 512, 640, 768, 1024];
@@ -35,21 +54,21 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
 const STARTUP_WITHIN: Duration = Duration::from_secs(30);
 
 /// Runs the demo; Ctrl-C (or SIGTERM) stops it and still cleans up.
-pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+pub async fn run(args: DemoArgs) -> Result<(), ToolError> {
     if args.tasks < 3 {
-        return Err(CliError::Usage("--tasks must be at least 3".into()));
+        return Err(ToolError::Usage("--tasks must be at least 3".into()));
     }
     if args.agents == 0 {
-        return Err(CliError::Usage("--agents must be at least 1".into()));
+        return Err(ToolError::Usage("--agents must be at least 1".into()));
     }
-    let binary = std::env::current_exe().map_err(CliError::io("finding the mlcp executable"))?;
+    let binary = std::env::current_exe().map_err(ToolError::io("finding the mlcp executable"))?;
     let mut cluster = LocalCluster::new(binary, ClusterSpec::default())
-        .map_err(CliError::io("creating the demo's temp dir"))?;
+        .map_err(ToolError::io("creating the demo's temp dir"))?;
     outln!("mlcp demo: working in {}", cluster.dir().display());
     let outcome = tokio::select! {
         outcome = drive(&mut cluster, &args) => outcome,
         signal = signals::wait_for_signal() => {
-            Err(CliError::Failed(format!("interrupted by {signal}; stopping every child process")))
+            Err(ToolError::Failed(format!("interrupted by {signal}; stopping every child process")))
         }
     };
     if outcome.is_err() {
@@ -89,17 +108,17 @@ pub fn demo_task_data(i: usize) -> Value {
     json!({ "n": n, "dtype": dtype, "iterations": iterations, "seed": i as u64 + 1 })
 }
 
-fn failed(what: impl std::fmt::Display) -> CliError {
-    CliError::Failed(what.to_string())
+fn failed(what: impl std::fmt::Display) -> ToolError {
+    ToolError::Failed(what.to_string())
 }
 
-async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliError> {
+async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), ToolError> {
     let started = Instant::now();
     let stamp = move || format!("[{:>6.1}s]", started.elapsed().as_secs_f64());
 
     cluster
         .start_controllers()
-        .map_err(CliError::io("starting controllers"))?;
+        .map_err(ToolError::io("starting controllers"))?;
     outln!(
         "{} started 3 controllers: {}",
         stamp(),
@@ -120,7 +139,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
     for i in 1..=args.agents {
         cluster
             .start_agent(&format!("agent-{i}"), 1)
-            .map_err(CliError::io("starting an agent"))?;
+            .map_err(ToolError::io("starting an agent"))?;
     }
     let client = cluster.client(Duration::from_secs(5));
     wait_for_agents(&client, args.agents).await?;
@@ -212,7 +231,7 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), CliErr
     }
 }
 
-async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError> {
+async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), ToolError> {
     poll_until(
         "every agent to register",
         STARTUP_WITHIN,
@@ -236,7 +255,7 @@ async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), CliError>
     .map_err(failed)
 }
 
-async fn submit(client: &Client, i: usize) -> Result<String, CliError> {
+async fn submit(client: &Client, i: usize) -> Result<String, ToolError> {
     let request = SubmitTaskRequest {
         task_type: "matmul".into(),
         task_data: demo_task_data(i).to_string(),
@@ -264,7 +283,7 @@ async fn kill_leader(
     cluster: &mut LocalCluster,
     survivors: &[usize],
     stamp: &impl Fn() -> String,
-) -> Result<Vec<usize>, CliError> {
+) -> Result<Vec<usize>, ToolError> {
     let old = cluster
         .wait_for_leader(survivors, STARTUP_WITHIN)
         .await
@@ -300,10 +319,7 @@ async fn kill_leader(
 fn count_by_status(tasks: &[Task]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for t in tasks {
-        let name = match super::json::task_status(t.status) {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
+        let name = crate::console::names::task_status(t.status);
         *counts.entry(name).or_insert(0) += 1;
     }
     counts
@@ -362,7 +378,7 @@ pub fn verify_task(task: &Task, input: &Value, result: &Value) -> Result<(), Str
     if task.status != TaskStatus::Completed as i32 {
         return Err(format!(
             "status {} ({})",
-            super::json::task_status(task.status),
+            crate::console::names::task_status(task.status),
             task.error
         ));
     }

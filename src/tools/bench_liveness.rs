@@ -33,13 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::args::{OutputFormat, non_negative_f64, unsigned};
-use super::commands;
-use super::error::CliError;
-use super::out::{out, outln};
-use super::signals;
-use super::table::Table;
+use super::ToolError;
 use crate::client::Client;
+use crate::client::api as commands;
+use crate::console::flags::{OutputFormat, non_negative_f64, unsigned};
+use crate::console::out::{out, outln};
+use crate::console::signals;
+use crate::console::table::Table;
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{HeartbeatRequest, NodeCapacity, NodeStatus, SubmitTaskRequest, TaskStatus};
@@ -188,16 +188,16 @@ pub struct FailoverTiming {
 }
 
 /// Runs the bench; Ctrl-C stops it and still cleans up.
-pub async fn run(args: BenchLivenessArgs) -> Result<(), CliError> {
+pub async fn run(args: BenchLivenessArgs) -> Result<(), ToolError> {
     if args.connections == 0 || args.agents_max == 0 || args.window_secs == 0 {
-        return Err(CliError::Usage(
+        return Err(ToolError::Usage(
             "--connections, --agents-max and --window-secs must be positive".into(),
         ));
     }
     tokio::select! {
         outcome = bench(&args) => outcome,
         signal = signals::wait_for_signal() => {
-            Err(CliError::Failed(format!("interrupted by {signal}")))
+            Err(ToolError::Failed(format!("interrupted by {signal}")))
         }
     }
 }
@@ -215,7 +215,7 @@ pub fn step_levels(steps: &[usize], agents_max: usize) -> Vec<usize> {
     levels
 }
 
-async fn bench(args: &BenchLivenessArgs) -> Result<(), CliError> {
+async fn bench(args: &BenchLivenessArgs) -> Result<(), ToolError> {
     let mut steps = Vec::new();
     let mut failover = None;
     if args.phase != LivenessPhase::Failover {
@@ -231,22 +231,22 @@ async fn bench(args: &BenchLivenessArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn start_cluster(args: &BenchLivenessArgs) -> Result<LocalCluster, CliError> {
-    let binary = std::env::current_exe().map_err(CliError::io("finding the mlcp executable"))?;
+fn start_cluster(args: &BenchLivenessArgs) -> Result<LocalCluster, ToolError> {
+    let binary = std::env::current_exe().map_err(ToolError::io("finding the mlcp executable"))?;
     let spec = ClusterSpec {
         child_log_filter: "warn".into(),
         node_stale_after_ms: args.stale_after_ms,
         ..ClusterSpec::default()
     };
     let mut cluster =
-        LocalCluster::new(binary, spec).map_err(CliError::io("creating the bench temp dir"))?;
+        LocalCluster::new(binary, spec).map_err(ToolError::io("creating the bench temp dir"))?;
     if args.keep_dir {
         cluster.keep_dir();
     }
     eprintln!("bench-liveness: cluster in {}", cluster.dir().display());
     cluster
         .start_controllers()
-        .map_err(CliError::io("starting controllers"))?;
+        .map_err(ToolError::io("starting controllers"))?;
     Ok(cluster)
 }
 
@@ -254,11 +254,11 @@ fn start_cluster(args: &BenchLivenessArgs) -> Result<LocalCluster, CliError> {
 pub async fn capacity(
     cluster: &LocalCluster,
     args: &BenchLivenessArgs,
-) -> Result<Vec<CapacityStep>, CliError> {
+) -> Result<Vec<CapacityStep>, ToolError> {
     let leader = cluster
         .wait_for_leader(&[0, 1, 2], Duration::from_secs(30))
         .await
-        .map_err(CliError::Failed)?;
+        .map_err(ToolError::Failed)?;
     let leader_addr = cluster.controllers[leader.pos].grpc.to_string();
     let leader_pid = find_server_pid(&leader_addr);
     let status_client = Client::new(vec![leader_addr.clone()], Duration::from_secs(10));
@@ -270,7 +270,7 @@ pub async fn capacity(
             fresh
                 .channel(&leader_addr)
                 .await
-                .map_err(CliError::Failed)?,
+                .map_err(ToolError::Failed)?,
         );
     }
     let generator = Generator::new(channels);
@@ -299,7 +299,7 @@ pub async fn capacity(
                 break;
             }
         }
-        Ok::<(), CliError>(())
+        Ok::<(), ToolError>(())
     }
     .await;
     generator.stop();
@@ -308,7 +308,7 @@ pub async fn capacity(
 }
 
 /// Waits until the leader's commit index stays put for [`SETTLE_QUIET`] (bounded).
-async fn settle(client: &Client) -> Result<(), CliError> {
+async fn settle(client: &Client) -> Result<(), ToolError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = commands::cluster_status(client).await?.commit_index;
     let mut quiet_since = Instant::now();
@@ -322,7 +322,7 @@ async fn settle(client: &Client) -> Result<(), CliError> {
             return Ok(());
         }
     }
-    Err(CliError::Failed(
+    Err(ToolError::Failed(
         "the leader's commit index kept moving for 60 s after registration".into(),
     ))
 }
@@ -416,7 +416,7 @@ impl Generator {
     /// Starts agents up to `n`: each registers with its first heartbeat (at most
     /// [`REGISTRATIONS_IN_FLIGHT_MAX`] at once) and then heartbeats steadily. Returns once
     /// every new agent's registration was answered.
-    async fn grow_to(&self, n: usize) -> Result<(), CliError> {
+    async fn grow_to(&self, n: usize) -> Result<(), ToolError> {
         let from = {
             let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
             let from = *agents;
@@ -442,7 +442,7 @@ impl Generator {
             }
         }
         if let Some(first) = failures.first() {
-            return Err(CliError::Failed(format!(
+            return Err(ToolError::Failed(format!(
                 "{} of {} registrations failed; first: {first}",
                 failures.len(),
                 n - from
@@ -461,7 +461,7 @@ impl Generator {
         length: Duration,
         status: &Client,
         leader_pid: Option<u32>,
-    ) -> Result<CapacityStep, CliError> {
+    ) -> Result<CapacityStep, ToolError> {
         let s = &self.shared;
         let before = commands::cluster_status(status).await?;
         merged(&s.latency, true);
@@ -632,16 +632,16 @@ fn cpu_seconds_at(path: &str) -> Option<f64> {
 async fn failover_phase(
     cluster: &mut LocalCluster,
     args: &BenchLivenessArgs,
-) -> Result<FailoverTiming, CliError> {
+) -> Result<FailoverTiming, ToolError> {
     cluster
         .wait_for_leader(&[0, 1, 2], Duration::from_secs(30))
         .await
-        .map_err(CliError::Failed)?;
+        .map_err(ToolError::Failed)?;
     let names = ["liveness-a", "liveness-b"];
     for name in names {
         cluster
             .start_agent(name, FAILOVER_AGENT_SLOTS)
-            .map_err(CliError::io("starting an agent"))?;
+            .map_err(ToolError::io("starting an agent"))?;
     }
     let client = cluster.client(Duration::from_secs(10));
     poll_until(
@@ -660,7 +660,7 @@ async fn failover_phase(
         },
     )
     .await
-    .map_err(CliError::Failed)?;
+    .map_err(ToolError::Failed)?;
 
     eprintln!("bench-liveness: failover phase, {FAILOVER_AGENT_SLOTS} sleep tasks");
     let mut task_ids = Vec::new();
@@ -680,7 +680,7 @@ async fn failover_phase(
             .await?
             .into_inner()
             .task
-            .ok_or_else(|| CliError::Failed("SubmitTask answered without a task".into()))?;
+            .ok_or_else(|| ToolError::Failed("SubmitTask answered without a task".into()))?;
         task_ids.push(task.task_id);
     }
     let placed = poll_until(
@@ -702,7 +702,7 @@ async fn failover_phase(
         },
     )
     .await
-    .map_err(CliError::Failed)?;
+    .map_err(ToolError::Failed)?;
 
     // Kill the busier agent: the survivor then has at least as many free slots as it ran.
     let on = |name: &str| placed.iter().filter(|p| p.1 == name).count();
@@ -730,8 +730,7 @@ async fn failover_phase(
 
     cluster.kill_agent(victim_pos);
     let killed = Instant::now();
-    let since_last_heartbeat_ms =
-        (crate::actors::proposer::wall_clock_ms() - last_heartbeat_ms).max(0) as f64;
+    let since_last_heartbeat_ms = (unix_ms_now() - last_heartbeat_ms).max(0) as f64;
     eprintln!(
         "bench-liveness: SIGKILLed {victim} running {} task(s)",
         victim_tasks.len()
@@ -743,7 +742,7 @@ async fn failover_phase(
     let deadline = killed + Duration::from_millis(stale_after_ms) + Duration::from_secs(60);
     let running_ms = loop {
         if Instant::now() >= deadline {
-            return Err(CliError::Failed(format!(
+            return Err(ToolError::Failed(format!(
                 "{victim}'s tasks were not RUNNING on {survivor} within {} ms of the kill",
                 ms_since_kill()
             )));
@@ -906,6 +905,13 @@ fn report(args: &BenchLivenessArgs, steps: &[CapacityStep], failover: Option<&Fa
             }
         }
     }
+}
+
+/// This machine's wall clock in unix ms (to age a heartbeat the leader stamped).
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
