@@ -14,6 +14,7 @@ use crate::peer::client::{GrpcTransport, PeerChannels, TransportOptions, Transpo
 use crate::peer::server::RaftGrpc;
 use crate::proto::raft_service_server::RaftServiceServer;
 use crate::raft::{Config, NodeId};
+use crate::storage::RedbStore;
 
 /// What [`start_replication`] brought up.
 pub struct ReplicationHandle {
@@ -68,12 +69,13 @@ pub fn initial_members(opts: &ServerOptions) -> Result<BTreeMap<NodeId, String>,
         .collect())
 }
 
-/// Name of the file in a data dir that records the initial voters the cluster was bootstrapped
-/// with (one line: `mlcp-bootstrap-voters v1 <id>,<id>,…`).
-pub const BOOTSTRAP_VOTERS_FILE: &str = "bootstrap-voters";
+/// Name of the side file in which data dirs written before the identity record kept the
+/// bootstrap voters (`mlcp-bootstrap-voters v1 <id>,<id>,…`); read once, folded into the
+/// identity record, then removed (docs/storage.md "Identity").
+pub const LEGACY_BOOTSTRAP_VOTERS_FILE: &str = "bootstrap-voters";
 
-/// Records the initial voters on a data dir's first start, and on every later start refuses a
-/// different set.
+/// Records the initial voters in the data dir's identity record on its first start, and on
+/// every later start refuses a different set.
 ///
 /// The core derives its configuration from the initial voters until the first snapshot
 /// records it, so restarting a member with another `--peers` would give it a configuration
@@ -81,55 +83,65 @@ pub const BOOTSTRAP_VOTERS_FILE: &str = "bootstrap-voters";
 /// "cluster" while the others keep theirs (two leaders in one term). Membership changes go
 /// through the log (`mlcp cluster add-learner/promote/remove`), never through flags.
 ///
-/// Errors: [`StartError::BootstrapVotersChanged`] naming both sets, or an I/O error on the
-/// file (written to a temp name, fsynced and renamed, so it is never half-written).
-pub fn check_bootstrap_voters(dir: &std::path::Path, voters: &[NodeId]) -> Result<(), StartError> {
-    let path = dir.join(BOOTSTRAP_VOTERS_FILE);
-    let wanted: Vec<u64> = voters.iter().map(|v| v.0).collect();
-    let io = |e: std::io::Error| StartError::BootstrapVotersFile {
-        path: path.clone(),
-        reason: e.to_string(),
+/// Errors: [`StartError::BootstrapVotersChanged`] naming both sets;
+/// [`StartError::BootstrapVotersFile`] for an unreadable legacy side file; a storage error.
+pub fn check_bootstrap_voters(store: &RedbStore, voters: &[NodeId]) -> Result<(), StartError> {
+    let legacy = read_legacy_voters(store.dir())?;
+    let stored = match store.bootstrap_voters()? {
+        Some(v) => Some(v),
+        None => legacy.clone(),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let stored = text
-                .trim()
-                .strip_prefix("mlcp-bootstrap-voters v1 ")
-                .and_then(|ids| {
-                    ids.split(',')
-                        .map(|id| id.trim().parse::<u64>().ok())
-                        .collect::<Option<Vec<u64>>>()
-                })
-                .ok_or_else(|| StartError::BootstrapVotersFile {
-                    path: path.clone(),
-                    reason: format!("unreadable record {:?}", text.trim()),
-                })?;
-            if stored != wanted {
-                return Err(StartError::BootstrapVotersChanged {
-                    dir: dir.to_path_buf(),
-                    stored,
-                    configured: wanted,
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let ids: Vec<String> = wanted.iter().map(u64::to_string).collect();
-            let tmp = dir.join(format!("{BOOTSTRAP_VOTERS_FILE}.tmp"));
-            {
-                use std::io::Write as _;
-                let mut f = std::fs::File::create(&tmp).map_err(io)?;
-                writeln!(f, "mlcp-bootstrap-voters v1 {}", ids.join(",")).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-            Ok(())
-        }
-        Err(e) => Err(io(e)),
+    if let Some(stored) = &stored
+        && stored.as_slice() != voters
+    {
+        return Err(StartError::BootstrapVotersChanged {
+            dir: store.dir().to_path_buf(),
+            stored: stored.iter().map(|v| v.get()).collect(),
+            configured: voters.iter().map(|v| v.get()).collect(),
+        });
     }
+    if store.bootstrap_voters()?.is_none() {
+        store.record_bootstrap_voters(voters)?;
+    }
+    if legacy.is_some() {
+        let path = store.dir().join(LEGACY_BOOTSTRAP_VOTERS_FILE);
+        let io = |e: std::io::Error| StartError::BootstrapVotersFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::remove_file(&path).map_err(io)?;
+        std::fs::File::open(store.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The voters in a legacy `bootstrap-voters` side file, if there is one.
+fn read_legacy_voters(dir: &std::path::Path) -> Result<Option<Vec<NodeId>>, StartError> {
+    let path = dir.join(LEGACY_BOOTSTRAP_VOTERS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StartError::BootstrapVotersFile {
+                path,
+                reason: e.to_string(),
+            });
+        }
+    };
+    text.trim()
+        .strip_prefix("mlcp-bootstrap-voters v1 ")
+        .and_then(|ids| {
+            ids.split(',')
+                .map(|id| id.trim().parse::<u64>().ok().map(NodeId))
+                .collect::<Option<Vec<NodeId>>>()
+        })
+        .map(Some)
+        .ok_or_else(|| StartError::BootstrapVotersFile {
+            path,
+            reason: format!("unreadable record {:?}", text.trim()),
+        })
 }
 
 /// How this controller enters the cluster.
@@ -192,7 +204,7 @@ pub async fn start_replication_with(
             Bootstrap::Join => *id != node_id,
         })
         .collect();
-    check_bootstrap_voters(&opts.data_dir, &voters)?;
+    check_bootstrap_voters(&store, &voters)?;
     let mut config = Config::new(node_id, voters);
     config.seed = rand::random();
     let peers = PeerChannels::new(TransportOptions::default());
@@ -231,6 +243,10 @@ pub async fn start_replication_with(
 mod bootstrap_voters_tests {
     use super::*;
 
+    fn open(dir: &std::path::Path) -> RedbStore {
+        crate::storage::open_data_dir(dir, "mlcp", NodeId(1)).unwrap()
+    }
+
     /// A data dir remembers the voters it was bootstrapped with; restarting it with another
     /// `--peers` (found by a user: it elected a second leader in the same term) is refused,
     /// naming both sets, and nothing is rewritten.
@@ -238,9 +254,11 @@ mod bootstrap_voters_tests {
     fn a_data_dir_refuses_other_initial_voters() {
         let dir = tempfile::tempdir().unwrap();
         let three = [NodeId(1), NodeId(2), NodeId(3)];
-        check_bootstrap_voters(dir.path(), &three).unwrap();
-        check_bootstrap_voters(dir.path(), &three).unwrap();
-        let err = check_bootstrap_voters(dir.path(), &[NodeId(1)]).unwrap_err();
+        check_bootstrap_voters(&open(dir.path()), &three).unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.bootstrap_voters().unwrap(), Some(three.to_vec()));
+        check_bootstrap_voters(&store, &three).unwrap();
+        let err = check_bootstrap_voters(&store, &[NodeId(1)]).unwrap_err();
         match &err {
             StartError::BootstrapVotersChanged {
                 stored, configured, ..
@@ -251,15 +269,40 @@ mod bootstrap_voters_tests {
             other => panic!("unexpected error {other:?}"),
         }
         assert!(err.to_string().contains("--peers"), "{err}");
-        check_bootstrap_voters(dir.path(), &three).unwrap();
+        check_bootstrap_voters(&store, &three).unwrap();
     }
 
-    /// A damaged record is an error naming the file, never silently replaced.
+    /// A dir from before the identity kept the voters: the side file is read, folded into
+    /// the identity record and removed; a different `--peers` is still refused.
     #[test]
-    fn a_damaged_record_is_refused() {
+    fn a_legacy_side_file_is_folded_into_the_identity() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(BOOTSTRAP_VOTERS_FILE), "garbage").unwrap();
-        let err = check_bootstrap_voters(dir.path(), &[NodeId(1)]).unwrap_err();
-        assert!(err.to_string().contains(BOOTSTRAP_VOTERS_FILE), "{err}");
+        drop(open(dir.path()));
+        let side = dir.path().join(LEGACY_BOOTSTRAP_VOTERS_FILE);
+        std::fs::write(&side, "mlcp-bootstrap-voters v1 1,2,3\n").unwrap();
+        let store = open(dir.path());
+        let err = check_bootstrap_voters(&store, &[NodeId(1)]).unwrap_err();
+        assert!(
+            matches!(err, StartError::BootstrapVotersChanged { .. }),
+            "{err}"
+        );
+        assert!(side.exists(), "nothing changes on a refusal");
+        let three = [NodeId(1), NodeId(2), NodeId(3)];
+        check_bootstrap_voters(&store, &three).unwrap();
+        assert!(!side.exists());
+        assert_eq!(store.bootstrap_voters().unwrap(), Some(three.to_vec()));
+    }
+
+    /// A damaged side file is an error naming the file, never silently replaced.
+    #[test]
+    fn a_damaged_legacy_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        std::fs::write(dir.path().join(LEGACY_BOOTSTRAP_VOTERS_FILE), "garbage").unwrap();
+        let err = check_bootstrap_voters(&store, &[NodeId(1)]).unwrap_err();
+        assert!(
+            err.to_string().contains(LEGACY_BOOTSTRAP_VOTERS_FILE),
+            "{err}"
+        );
     }
 }

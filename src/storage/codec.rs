@@ -303,20 +303,31 @@ pub(crate) fn decode_snapshot(record: &[u8]) -> Result<SnapshotRecord, String> {
     })
 }
 
-/// Which node of which cluster a data dir belongs to.
+/// Which node of which cluster a data dir belongs to, and the voters it was bootstrapped
+/// with (empty until recorded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub cluster_name: String,
     pub node_id: NodeId,
+    pub bootstrap_voters: Vec<NodeId>,
 }
 
-/// Identity record: `node id u64, cluster name (u16 length, UTF-8)`.
+/// Identity record: `node id u64, cluster name (u16 length, UTF-8)`, then, once recorded,
+/// the bootstrap voters as `count u16, id u64 …` (a record without them is the layout
+/// written before they were kept here, and still reads).
 pub(crate) fn encode_identity(id: &Identity) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&id.node_id.get().to_le_bytes());
     let len = u16::try_from(id.cluster_name.len()).expect("cluster name under 64 KiB");
     payload.extend_from_slice(&len.to_le_bytes());
     payload.extend_from_slice(id.cluster_name.as_bytes());
+    if !id.bootstrap_voters.is_empty() {
+        let count = u16::try_from(id.bootstrap_voters.len()).expect("under 65536 voters");
+        payload.extend_from_slice(&count.to_le_bytes());
+        for v in &id.bootstrap_voters {
+            payload.extend_from_slice(&v.get().to_le_bytes());
+        }
+    }
     seal(IDENTITY_KEY, &payload)
 }
 
@@ -327,10 +338,18 @@ pub(crate) fn decode_identity(record: &[u8]) -> Result<Identity, String> {
     let cluster_name = std::str::from_utf8(r.bytes(len, "cluster name")?)
         .map_err(|e| format!("cluster name is not UTF-8: {e}"))?
         .to_owned();
+    let mut bootstrap_voters = Vec::new();
+    if r.pos < r.buf.len() {
+        let count = r.u16("bootstrap voter count")?;
+        for _ in 0..count {
+            bootstrap_voters.push(NodeId(r.u64("bootstrap voter")?));
+        }
+    }
     r.finish()?;
     Ok(Identity {
         cluster_name,
         node_id,
+        bootstrap_voters,
     })
 }
 
@@ -404,10 +423,13 @@ mod tests {
             data_crc: 0xDEAD_BEEF,
         };
         assert_eq!(decode_snapshot(&encode_snapshot(&rec)).unwrap(), rec);
-        let id = Identity {
+        let mut id = Identity {
             cluster_name: "prod".into(),
             node_id: NodeId(3),
+            bootstrap_voters: Vec::new(),
         };
+        assert_eq!(decode_identity(&encode_identity(&id)).unwrap(), id);
+        id.bootstrap_voters = vec![NodeId(1), NodeId(2), NodeId(3)];
         assert_eq!(decode_identity(&encode_identity(&id)).unwrap(), id);
         let hs = HardState {
             term: Term(4),

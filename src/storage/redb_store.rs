@@ -208,8 +208,63 @@ impl RedbStore {
         let identity = Identity {
             cluster_name: cluster_name.to_owned(),
             node_id,
+            bootstrap_voters: Vec::new(),
         };
         Self::open_inner(dir.as_ref(), Some(identity))
+    }
+
+    /// The voters this data dir was bootstrapped with, as recorded in its identity; `None`
+    /// before they are recorded (a new dir, or one written before they were kept there).
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] naming the identity record if it does not decode.
+    pub fn bootstrap_voters(&self) -> Result<Option<Vec<NodeId>>, StorageError> {
+        Ok(self
+            .identity()?
+            .map(|id| id.bootstrap_voters)
+            .filter(|v| !v.is_empty()))
+    }
+
+    /// Records the bootstrap voters in the identity record (durable on return). A dir opened
+    /// without an identity ([`RedbStore::open`]) has nowhere to keep them.
+    ///
+    /// # Errors
+    /// [`StorageError::Invalid`] without an identity or with no voters; as any write.
+    pub fn record_bootstrap_voters(&self, voters: &[NodeId]) -> Result<(), StorageError> {
+        let Some(mut identity) = self.identity()? else {
+            return Err(StorageError::Invalid(format!(
+                "data dir {} has no identity to record bootstrap voters in",
+                self.dir.display()
+            )));
+        };
+        if voters.is_empty() {
+            return Err(StorageError::Invalid(
+                "no bootstrap voters to record".into(),
+            ));
+        }
+        identity.bootstrap_voters = voters.to_vec();
+        let mut txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.db_err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+            meta.insert(
+                IDENTITY_RECORD,
+                codec::encode_identity(&identity).as_slice(),
+            )
+            .map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    fn identity(&self) -> Result<Option<Identity>, StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+        let stored = meta.get(IDENTITY_RECORD).map_err(|e| self.db_err(e))?;
+        stored
+            .map(|g| codec::decode_identity(g.value()))
+            .transpose()
+            .map_err(|reason| self.corrupt("identity", 0, reason))
     }
 
     /// The data dir this store lives in.
@@ -287,7 +342,9 @@ impl RedbStore {
             if let Some(want) = identity {
                 let stored = meta.get(IDENTITY_RECORD).map_err(|e| self.db_err(e))?;
                 match stored.map(|g| codec::decode_identity(g.value())) {
-                    Some(Ok(have)) if have == *want => {}
+                    Some(Ok(have))
+                        if have.node_id == want.node_id
+                            && have.cluster_name == want.cluster_name => {}
                     Some(Ok(have)) => {
                         return Err(StorageError::Invalid(format!(
                             "data dir {} belongs to node {} of cluster '{}', not node {} of \
