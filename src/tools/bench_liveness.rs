@@ -633,76 +633,12 @@ async fn failover_phase(
     cluster: &mut LocalCluster,
     args: &BenchLivenessArgs,
 ) -> Result<FailoverTiming, ToolError> {
-    cluster
-        .wait_for_leader(&[0, 1, 2], Duration::from_secs(30))
-        .await
-        .map_err(ToolError::Failed)?;
     let names = ["liveness-a", "liveness-b"];
-    for name in names {
-        cluster
-            .start_agent(name, FAILOVER_AGENT_SLOTS)
-            .map_err(ToolError::io("starting an agent"))?;
-    }
+    start_failover_agents(cluster, &names).await?;
     let client = cluster.client(Duration::from_secs(10));
-    poll_until(
-        "both agents HEALTHY",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let nodes = commands::list_nodes(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let healthy = nodes
-                .iter()
-                .filter(|n| n.status == NodeStatus::Healthy as i32)
-                .count();
-            Ok((healthy >= 2).then_some(()))
-        },
-    )
-    .await
-    .map_err(ToolError::Failed)?;
-
     eprintln!("bench-liveness: failover phase, {FAILOVER_AGENT_SLOTS} sleep tasks");
-    let mut task_ids = Vec::new();
-    for i in 0..FAILOVER_AGENT_SLOTS {
-        let request = SubmitTaskRequest {
-            task_type: "sleep".into(),
-            task_data: format!("{{\"ms\":{SLEEP_TASK_MS}}}"),
-            max_attempts: 3,
-            idempotency_key: format!("liveness-failover-{i}"),
-            ..SubmitTaskRequest::default()
-        };
-        let task = client
-            .call(|ch| {
-                let request = request.clone();
-                async move { TaskServiceClient::new(ch).submit_task(request).await }
-            })
-            .await?
-            .into_inner()
-            .task
-            .ok_or_else(|| ToolError::Failed("SubmitTask answered without a task".into()))?;
-        task_ids.push(task.task_id);
-    }
-    let placed = poll_until(
-        "every sleep task RUNNING",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let mut placed = Vec::new();
-            for id in &task_ids {
-                let t = commands::get_task(&client, id, false)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if t.status != TaskStatus::Running as i32 {
-                    return Ok(None);
-                }
-                placed.push((t.task_id, t.assigned_node_id, t.attempt));
-            }
-            Ok(Some(placed))
-        },
-    )
-    .await
-    .map_err(ToolError::Failed)?;
+    let task_ids = submit_sleep_tasks(&client).await?;
+    let placed = wait_all_running(&client, &task_ids).await?;
 
     // Kill the busier agent: the survivor then has at least as many free slots as it ran.
     let on = |name: &str| placed.iter().filter(|p| p.1 == name).count();
@@ -735,12 +671,127 @@ async fn failover_phase(
         "bench-liveness: SIGKILLed {victim} running {} task(s)",
         victim_tasks.len()
     );
+    let deadline = killed + Duration::from_millis(stale_after_ms) + Duration::from_secs(60);
+    let moved =
+        watch_tasks_move(&client, victim, survivor, &victim_tasks, killed, deadline).await?;
+    Ok(FailoverTiming {
+        tasks: victim_tasks.len(),
+        since_last_heartbeat_ms,
+        stale_after_ms,
+        unhealthy_ms: moved.unhealthy_ms.unwrap_or(moved.running_ms),
+        assigned_ms: moved.assigned_ms.unwrap_or(moved.running_ms),
+        running_ms: moved.running_ms,
+    })
+}
 
+/// Starts the failover phase's agents and waits until both are HEALTHY.
+async fn start_failover_agents(
+    cluster: &mut LocalCluster,
+    names: &[&str],
+) -> Result<(), ToolError> {
+    cluster
+        .wait_for_leader(&[0, 1, 2], Duration::from_secs(30))
+        .await
+        .map_err(ToolError::Failed)?;
+    for name in names {
+        cluster
+            .start_agent(name, FAILOVER_AGENT_SLOTS)
+            .map_err(ToolError::io("starting an agent"))?;
+    }
+    let client = cluster.client(Duration::from_secs(10));
+    poll_until(
+        "both agents HEALTHY",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let nodes = commands::list_nodes(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let healthy = nodes
+                .iter()
+                .filter(|n| n.status == NodeStatus::Healthy as i32)
+                .count();
+            Ok((healthy >= names.len()).then_some(()))
+        },
+    )
+    .await
+    .map_err(ToolError::Failed)
+}
+
+/// Submits one sleep task per agent slot; returns their ids.
+async fn submit_sleep_tasks(client: &Client) -> Result<Vec<String>, ToolError> {
+    let mut task_ids = Vec::new();
+    for i in 0..FAILOVER_AGENT_SLOTS {
+        let request = SubmitTaskRequest {
+            task_type: "sleep".into(),
+            task_data: format!("{{\"ms\":{SLEEP_TASK_MS}}}"),
+            max_attempts: 3,
+            idempotency_key: format!("liveness-failover-{i}"),
+            ..SubmitTaskRequest::default()
+        };
+        let task = client
+            .call(|ch| {
+                let request = request.clone();
+                async move { TaskServiceClient::new(ch).submit_task(request).await }
+            })
+            .await?
+            .into_inner()
+            .task
+            .ok_or_else(|| ToolError::Failed("SubmitTask answered without a task".into()))?;
+        task_ids.push(task.task_id);
+    }
+    Ok(task_ids)
+}
+
+/// Waits until every task is RUNNING; returns `(task id, node, attempt)` for each.
+async fn wait_all_running(
+    client: &Client,
+    task_ids: &[String],
+) -> Result<Vec<(String, String, u32)>, ToolError> {
+    poll_until(
+        "every sleep task RUNNING",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let mut placed = Vec::new();
+            for id in task_ids {
+                let t = commands::get_task(client, id, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if t.status != TaskStatus::Running as i32 {
+                    return Ok(None);
+                }
+                placed.push((t.task_id, t.assigned_node_id, t.attempt));
+            }
+            Ok(Some(placed))
+        },
+    )
+    .await
+    .map_err(ToolError::Failed)
+}
+
+/// When, in ms after the kill, the victim was UNHEALTHY, its tasks were ASSIGNED to the
+/// survivor, and all were RUNNING there.
+struct Moved {
+    unhealthy_ms: Option<f64>,
+    assigned_ms: Option<f64>,
+    running_ms: f64,
+}
+
+/// Polls until every task of `victim` runs as a newer attempt on `survivor`, noting when
+/// each milestone was first seen; fails at `deadline`.
+async fn watch_tasks_move(
+    client: &Client,
+    victim: &str,
+    survivor: &str,
+    victim_tasks: &[(String, u32)],
+    killed: Instant,
+    deadline: Instant,
+) -> Result<Moved, ToolError> {
     let ms_since_kill = || killed.elapsed().as_secs_f64() * 1000.0;
     let mut unhealthy_ms = None;
     let mut assigned_ms = None;
-    let deadline = killed + Duration::from_millis(stale_after_ms) + Duration::from_secs(60);
-    let running_ms = loop {
+    loop {
         if Instant::now() >= deadline {
             return Err(ToolError::Failed(format!(
                 "{victim}'s tasks were not RUNNING on {survivor} within {} ms of the kill",
@@ -748,7 +799,7 @@ async fn failover_phase(
             )));
         }
         if unhealthy_ms.is_none() {
-            let nodes = commands::list_nodes(&client).await?;
+            let nodes = commands::list_nodes(client).await?;
             if nodes
                 .iter()
                 .any(|n| n.node_id == victim && n.status == NodeStatus::Unhealthy as i32)
@@ -758,8 +809,8 @@ async fn failover_phase(
         }
         let mut all_assigned = true;
         let mut all_running = true;
-        for (id, old_attempt) in &victim_tasks {
-            let t = commands::get_task(&client, id, false).await?;
+        for (id, old_attempt) in victim_tasks {
+            let t = commands::get_task(client, id, false).await?;
             let moved = t.attempt > *old_attempt && t.assigned_node_id == survivor;
             all_assigned &= moved
                 && (t.status == TaskStatus::Assigned as i32
@@ -770,18 +821,14 @@ async fn failover_phase(
             assigned_ms = Some(ms_since_kill());
         }
         if all_running {
-            break ms_since_kill();
+            return Ok(Moved {
+                unhealthy_ms,
+                assigned_ms,
+                running_ms: ms_since_kill(),
+            });
         }
         tokio::time::sleep(FAILOVER_POLL).await;
-    };
-    Ok(FailoverTiming {
-        tasks: victim_tasks.len(),
-        since_last_heartbeat_ms,
-        stale_after_ms,
-        unhealthy_ms: unhealthy_ms.unwrap_or(running_ms),
-        assigned_ms: assigned_ms.unwrap_or(running_ms),
-        running_ms,
-    })
+    }
 }
 
 fn step_json(s: &CapacityStep, target: f64) -> Value {

@@ -115,36 +115,8 @@ fn failed(what: impl std::fmt::Display) -> ToolError {
 async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), ToolError> {
     let started = Instant::now();
     let stamp = move || format!("[{:>6.1}s]", started.elapsed().as_secs_f64());
-
-    cluster
-        .start_controllers()
-        .map_err(ToolError::io("starting controllers"))?;
-    outln!(
-        "{} started 3 controllers: {}",
-        stamp(),
-        cluster.peers_flag()
-    );
-    let all = [0, 1, 2];
-    let leader = cluster
-        .wait_for_leader(&all, STARTUP_WITHIN)
-        .await
-        .map_err(failed)?;
-    outln!(
-        "{} controller {} is the leader (term {})",
-        stamp(),
-        leader.status.self_id,
-        leader.status.term
-    );
-
-    for i in 1..=args.agents {
-        cluster
-            .start_agent(&format!("agent-{i}"), 1)
-            .map_err(ToolError::io("starting an agent"))?;
-    }
+    start_cluster(cluster, args, &stamp).await?;
     let client = cluster.client(Duration::from_secs(5));
-    wait_for_agents(&client, args.agents).await?;
-    outln!("{} {} agents registered and healthy", stamp(), args.agents);
-
     let mut ids = Vec::with_capacity(args.tasks);
     for i in 0..args.tasks {
         ids.push(submit(&client, i).await?);
@@ -154,16 +126,70 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), ToolEr
         stamp(),
         args.tasks
     );
+    let survivors = follow_progress(cluster, args, &stamp).await?;
+    let client = cluster.client_for(&survivors, Duration::from_secs(5));
+    let mut rows = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let task = commands::get_task(&client, id, true).await?;
+        rows.push(DemoRow::of(i, &task));
+    }
+    out!("\n{}", result_table(&rows).render());
+    let status = commands::cluster_status(&client).await?;
+    outln!("\n{}", render_cluster_status(&status));
+    report_verification(&rows, &stamp, started)
+}
 
+/// Starts the controllers, waits for a leader, starts the agents and waits until each is
+/// HEALTHY, saying so as it goes.
+async fn start_cluster(
+    cluster: &mut LocalCluster,
+    args: &DemoArgs,
+    stamp: &impl Fn() -> String,
+) -> Result<(), ToolError> {
+    cluster
+        .start_controllers()
+        .map_err(ToolError::io("starting controllers"))?;
+    outln!(
+        "{} started 3 controllers: {}",
+        stamp(),
+        cluster.peers_flag()
+    );
+    let leader = cluster
+        .wait_for_leader(&[0, 1, 2], STARTUP_WITHIN)
+        .await
+        .map_err(failed)?;
+    outln!(
+        "{} controller {} is the leader (term {})",
+        stamp(),
+        leader.status.self_id,
+        leader.status.term
+    );
+    for i in 1..=args.agents {
+        cluster
+            .start_agent(&format!("agent-{i}"), 1)
+            .map_err(ToolError::io("starting an agent"))?;
+    }
+    let client = cluster.client(Duration::from_secs(5));
+    wait_for_agents(&client, args.agents).await?;
+    outln!("{} {} agents registered and healthy", stamp(), args.agents);
+    Ok(())
+}
+
+/// Prints progress until every task is finished, killing the leader once a third have
+/// completed; returns the positions of the controllers still running. Fails at the deadline.
+async fn follow_progress(
+    cluster: &mut LocalCluster,
+    args: &DemoArgs,
+    stamp: &impl Fn() -> String,
+) -> Result<Vec<usize>, ToolError> {
     // A deadline too far for the clock (`--deadline-secs 18446744073709551615`) is none.
     let deadline = Instant::now().checked_add(Duration::from_secs(args.deadline_secs));
-    let mut survivors: Vec<usize> = all.to_vec();
+    let mut survivors: Vec<usize> = vec![0, 1, 2];
     let mut killed = false;
     let mut last_line = String::new();
     loop {
         let client = cluster.client_for(&survivors, Duration::from_secs(5));
-        let listed = commands::list_tasks(&client, None, None).await;
-        let tasks = match listed {
+        let tasks = match commands::list_tasks(&client, None, None).await {
             Ok(list) => list.tasks,
             Err(e) => {
                 outln!("{} (progress poll failed: {e}; retrying)", stamp());
@@ -182,11 +208,11 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), ToolEr
             last_line = line;
         }
         if !killed && completed * 3 >= args.tasks {
-            survivors = kill_leader(cluster, &survivors, &stamp).await?;
+            survivors = kill_leader(cluster, &survivors, stamp).await?;
             killed = true;
         }
         if tasks.len() >= args.tasks && terminal == tasks.len() {
-            break;
+            return Ok(survivors);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(failed(format!(
@@ -196,17 +222,14 @@ async fn drive(cluster: &mut LocalCluster, args: &DemoArgs) -> Result<(), ToolEr
         }
         tokio::time::sleep(PROGRESS_INTERVAL).await;
     }
+}
 
-    let client = cluster.client_for(&survivors, Duration::from_secs(5));
-    let mut rows = Vec::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        let task = commands::get_task(&client, id, true).await?;
-        rows.push(DemoRow::of(i, &task));
-    }
-    out!("\n{}", result_table(&rows).render());
-    let status = commands::cluster_status(&client).await?;
-    outln!("\n{}", render_cluster_status(&status));
-
+/// The last lines: every task that did not verify, then the count; an error unless all did.
+fn report_verification(
+    rows: &[DemoRow],
+    stamp: &impl Fn() -> String,
+    started: Instant,
+) -> Result<(), ToolError> {
     let good = rows.iter().filter(|r| r.verified.is_ok()).count();
     for row in rows.iter().filter(|r| r.verified.is_err()) {
         outln!(
