@@ -190,21 +190,33 @@ pub fn leader_hint(status: &Status) -> Option<String> {
     (!address.is_empty()).then(|| address.to_owned())
 }
 
-/// Whether another attempt (maybe at another controller) could get a different answer.
-fn is_failover(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::Internal
-    )
+/// Whether the peer is not a gRPC server at all: an HTTP server answers without a
+/// `grpc-status` (tonic maps the HTTP status to a gRPC code), a non-HTTP/2 one breaks the
+/// framing.
+fn is_not_grpc(status: &Status) -> bool {
+    let m = status.message();
+    m.contains("grpc-status header missing")
+        || m.contains("frame with invalid size")
+        || m.contains("h2 protocol error")
+        || m.contains("invalid HTTP")
 }
 
-/// Whether a failover status came from the connection (refused, reset, not HTTP/2) rather
-/// than from a controller that answered.
+/// Whether another attempt (maybe at another controller) could get a different answer.
+fn is_failover(status: &Status) -> bool {
+    is_not_grpc(status)
+        || matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::Internal
+        )
+}
+
+/// Whether a failover status came from the connection (refused, reset, not HTTP/2, not
+/// gRPC, no answer) rather than from a controller that answered.
 fn is_unreachable(status: &Status) -> bool {
     use std::error::Error as _;
     status.code() != Code::Unavailable
@@ -212,17 +224,24 @@ fn is_unreachable(status: &Status) -> bool {
         || status.message().contains("transport error")
 }
 
-/// The innermost reason of a failed attempt ("Connection refused (os error 111)", …).
+/// Why an attempt failed, in stable words: `connection refused`, `no answer within 2.0 s`,
+/// `not an mlcp server (…)`, or the code and message of a controller that answered.
 fn reason(status: &Status) -> String {
     use std::error::Error as _;
+    if is_not_grpc(status) {
+        return format!("not an mlcp server ({})", status.message());
+    }
+    if status.code() == Code::Unavailable && !is_unreachable(status) {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
     let mut last = status.message().to_owned();
     let mut source: Option<&dyn std::error::Error> = status.source();
     while let Some(s) = source {
         last = s.to_string();
         source = s.source();
     }
-    if status.code() == Code::Unavailable && !is_unreachable(status) {
-        return format!("{:?}: {}", status.code(), status.message());
+    if last.contains("Connection refused") {
+        return "connection refused".to_owned();
     }
     last
 }
@@ -261,8 +280,9 @@ impl Attempts {
 }
 
 impl Client {
-    /// A client over `addrs` (tried in order) for a command-line call: `timeout` bounds each
-    /// attempt and the whole call, and a call gives up at once when no address answers.
+    /// A client over `addrs` (tried in order) for a command-line call: `timeout` bounds the
+    /// whole call, each attempt gets a share of it (so a hung controller cannot use it all),
+    /// and a call gives up at once when no address answers.
     pub fn new(addrs: Vec<String>, timeout: Duration) -> Client {
         Client::build(&addrs, timeout, timeout, false)
     }
@@ -332,6 +352,16 @@ impl Client {
             .unwrap_or_default()
     }
 
+    /// The bound on one attempt of [`Client::call`]: the timeout shared out over the known
+    /// addresses (at least [`CONNECT_TIMEOUT`], at most the whole timeout), so that a hung
+    /// controller listed first leaves time to ask the others.
+    fn attempt_timeout(&self) -> Duration {
+        let addrs = u32::try_from(self.lock().targets.len().max(1)).unwrap_or(u32::MAX);
+        (self.timeout / addrs)
+            .max(CONNECT_TIMEOUT)
+            .min(self.timeout)
+    }
+
     /// A connected channel to exactly `addr` (not failed over): for asking one member about
     /// itself.
     ///
@@ -362,7 +392,7 @@ impl Client {
         Fut: Future<Output = Result<T, Status>>,
     {
         let patience = Patience {
-            attempt_timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout(),
             // A timeout too long for the clock (`--timeout-ms` near u64::MAX) is no deadline.
             deadline: Instant::now().checked_add(self.timeout),
             give_up_when_unreachable: true,

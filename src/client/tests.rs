@@ -87,7 +87,10 @@ async fn no_listener_names_every_address_once_on_one_line() {
         .await
         .unwrap_err();
     let line = err.to_string();
-    assert!(line.contains("refused"), "names the reason: {line}");
+    assert!(
+        line.contains("connection refused"),
+        "names the reason: {line}"
+    );
     let ClientError::NoServer { tried } = &err else {
         panic!("expected NoServer, got {line}");
     };
@@ -156,4 +159,62 @@ async fn an_agent_call_waits_out_unreachable_controllers_until_cancelled() {
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::Cancelled), "{err:?}");
+}
+
+/// A listener that accepts connections and never answers (a SIGSTOPped controller).
+fn hung_address() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+#[tokio::test]
+async fn a_hung_address_listed_first_leaves_time_for_the_others() {
+    let (_hung, hung) = hung_address();
+    let (_other, other) = hung_address();
+    let client = Client::new(vec![hung.clone(), other.clone()], Duration::from_secs(6));
+    // Each attempt gets half the timeout, so both addresses are tried before the deadline.
+    assert_eq!(client.attempt_timeout(), Duration::from_secs(3));
+    let err = client
+        .call(|ch| async move {
+            crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
+                .get_cluster_status(crate::proto::GetClusterStatusRequest {})
+                .await
+        })
+        .await
+        .unwrap_err();
+    let ClientError::NoServer { tried } = &err else {
+        panic!("expected NoServer, got {err}");
+    };
+    let addrs: Vec<&str> = tried.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(addrs, [hung.as_str(), other.as_str()], "{err}");
+    assert!(
+        tried
+            .iter()
+            .all(|(_, why)| why.starts_with("no answer within")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_http_server_that_is_not_mlcp_is_named_and_passed_over() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // An HTTP/2-capable server with no gRPC routes: every call is an HTTP 404.
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+    let dead = dead_addresses(1).remove(0);
+    let client = Client::new(vec![addr.clone(), dead], Duration::from_secs(4));
+    let err = client
+        .call(|ch| async move {
+            crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
+                .get_cluster_status(crate::proto::GetClusterStatusRequest {})
+                .await
+        })
+        .await
+        .unwrap_err();
+    let ClientError::NoServer { tried } = &err else {
+        panic!("expected NoServer, got {err}");
+    };
+    assert_eq!(tried.len(), 2, "both addresses tried: {err}");
+    assert!(tried[0].1.starts_with("not an mlcp server"), "{err}");
 }
