@@ -92,6 +92,9 @@ pub struct Patience<'a> {
     pub give_up_when_unreachable: bool,
     /// Give up with [`ClientError::Cancelled`] when this fires.
     pub cancel: Option<&'a CancellationToken>,
+    /// Log each failover at WARN (a long-running process whose operator wants to know it is
+    /// cut off) rather than DEBUG (a command that reports one line when it gives up).
+    pub log_failovers: bool,
 }
 
 struct Target {
@@ -397,6 +400,7 @@ impl Client {
             deadline: Instant::now().checked_add(self.timeout),
             give_up_when_unreachable: true,
             cancel: None,
+            log_failovers: false,
         };
         self.call_with("call", patience, call).await
     }
@@ -423,6 +427,7 @@ impl Client {
             deadline: None,
             give_up_when_unreachable: false,
             cancel: Some(cancel),
+            log_failovers: true,
         };
         match self.call_with(what, patience, call).await {
             Ok(answer) => Ok(answer),
@@ -495,14 +500,24 @@ impl Client {
                 }
             };
             let hint = leader_hint(&status);
-            tracing::debug!(
-                rpc = what,
-                controller = %address,
-                code = ?status.code(),
-                message = status.message(),
-                leader_hint = hint.as_deref().unwrap_or(""),
-                "controller call failed; failing over"
-            );
+            if patience.log_failovers {
+                tracing::warn!(
+                    rpc = what,
+                    controller = %address,
+                    code = ?status.code(),
+                    message = status.message(),
+                    leader_hint = hint.as_deref().unwrap_or(""),
+                    "controller call failed; failing over"
+                );
+            } else {
+                tracing::debug!(
+                    rpc = what,
+                    controller = %address,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "controller call failed; failing over"
+                );
+            }
             seen.note(&address, reason(&status));
             if is_unreachable(&status) {
                 seen.unreachable.push(index);
