@@ -36,7 +36,7 @@ use tonic::Code;
 
 use super::AgentOptions;
 use super::executor::{CancelFlag, CancelReason, ExecError, ExecutorRegistry};
-use crate::client::{CallError, Client};
+use crate::client::{BadAddress, CallError, Client};
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::{
     AckTaskStartedRequest, HeartbeatRequest, NodeCapacity, PollTaskRequest,
@@ -84,12 +84,11 @@ pub enum AgentError {
     },
 }
 
-impl From<(String, String)> for AgentError {
-    /// A controller address that does not parse: `(address, why)`.
-    fn from((address, why): (String, String)) -> Self {
+impl From<BadAddress> for AgentError {
+    fn from(e: BadAddress) -> Self {
         AgentError::InvalidOption {
             field: "servers",
-            reason: format!("controller address `{address}` is not a valid URI: {why}"),
+            reason: e.to_string(),
         }
     }
 }

@@ -61,6 +61,16 @@ pub enum ClientError {
     Cancelled,
 }
 
+/// An address that is not a valid `host:port` or URI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("controller address `{address}` is not a valid URI: {reason}")]
+pub struct BadAddress {
+    /// The address as given.
+    pub address: String,
+    /// Why it does not parse.
+    pub reason: String,
+}
+
 /// How a call through [`Client::call_until`] ended without an answer.
 #[derive(Debug)]
 pub enum CallError {
@@ -294,16 +304,19 @@ impl Client {
     /// alive with HTTP/2 pings so a vanished controller is noticed within seconds; calls go
     /// through [`Client::call_until`].
     ///
-    /// Errors: the first address that is not a valid `host:port` or URI, with the reason.
-    pub fn for_agent(addrs: &[String]) -> Result<Client, (String, String)> {
+    /// Errors: [`BadAddress`] for the first address that is not a valid `host:port` or URI.
+    pub fn for_agent(addrs: &[String]) -> Result<Client, BadAddress> {
         let client = Client::build(addrs, CONNECT_TIMEOUT, CONNECT_TIMEOUT, true);
-        let state = client.lock();
-        if let Some(bad) = state.targets.iter().find(|t| t.channel.is_err()) {
-            let why = bad.channel.as_ref().err().cloned().unwrap_or_default();
-            return Err((bad.address.clone(), why));
+        let bad = client.lock().targets.iter().find_map(|t| {
+            t.channel.as_ref().err().map(|reason| BadAddress {
+                address: t.address.clone(),
+                reason: reason.clone(),
+            })
+        });
+        match bad {
+            Some(bad) => Err(bad),
+            None => Ok(client),
         }
-        drop(state);
-        Ok(client)
     }
 
     fn build(

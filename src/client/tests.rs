@@ -9,6 +9,15 @@ fn unavailable_with_hint(hint: &str) -> Status {
     status
 }
 
+/// One real RPC, so a lazily opened channel meets whatever listens at the address.
+async fn cluster_status(
+    ch: Channel,
+) -> Result<tonic::Response<crate::proto::GetClusterStatusResponse>, Status> {
+    crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
+        .get_cluster_status(crate::proto::GetClusterStatusRequest {})
+        .await
+}
+
 /// Ports picked free and released: nothing listens there.
 fn dead_addresses(n: usize) -> Vec<String> {
     (0..n)
@@ -38,9 +47,9 @@ fn leader_hint_parses_id_at_address() {
 
 #[test]
 fn a_bad_address_is_refused_by_name_for_the_agent() {
-    let (address, why) = Client::for_agent(&["bad host:1".to_owned()]).expect_err("refused");
-    assert_eq!(address, "bad host:1");
-    assert!(why.contains("not a valid address"), "{why}");
+    let bad = Client::for_agent(&["bad host:1".to_owned()]).expect_err("refused");
+    assert_eq!(bad.address, "bad host:1");
+    assert!(bad.reason.contains("not a valid address"), "{bad}");
 }
 
 #[tokio::test]
@@ -78,14 +87,7 @@ async fn no_listener_names_every_address_once_on_one_line() {
     let addrs = dead_addresses(2);
     let client = Client::new(addrs.clone(), Duration::from_secs(5));
     let started = Instant::now();
-    let err = client
-        .call(|ch| async move {
-            crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
-                .get_cluster_status(crate::proto::GetClusterStatusRequest {})
-                .await
-        })
-        .await
-        .unwrap_err();
+    let err = client.call(cluster_status).await.unwrap_err();
     let line = err.to_string();
     assert!(
         line.contains("connection refused"),
@@ -175,14 +177,7 @@ async fn a_hung_address_listed_first_leaves_time_for_the_others() {
     let client = Client::new(vec![hung.clone(), other.clone()], Duration::from_secs(6));
     // Each attempt gets half the timeout, so both addresses are tried before the deadline.
     assert_eq!(client.attempt_timeout(), Duration::from_secs(3));
-    let err = client
-        .call(|ch| async move {
-            crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
-                .get_cluster_status(crate::proto::GetClusterStatusRequest {})
-                .await
-        })
-        .await
-        .unwrap_err();
+    let err = client.call(cluster_status).await.unwrap_err();
     let ClientError::NoServer { tried } = &err else {
         panic!("expected NoServer, got {err}");
     };
@@ -204,14 +199,7 @@ async fn an_http_server_that_is_not_mlcp_is_named_and_passed_over() {
     tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
     let dead = dead_addresses(1).remove(0);
     let client = Client::new(vec![addr.clone(), dead], Duration::from_secs(4));
-    let err = client
-        .call(|ch| async move {
-            crate::proto::cluster_service_client::ClusterServiceClient::new(ch)
-                .get_cluster_status(crate::proto::GetClusterStatusRequest {})
-                .await
-        })
-        .await
-        .unwrap_err();
+    let err = client.call(cluster_status).await.unwrap_err();
     let ClientError::NoServer { tried } = &err else {
         panic!("expected NoServer, got {err}");
     };

@@ -417,6 +417,35 @@ where
     }
 }
 
+/// Polls through `client` until at least `n` nodes are HEALTHY; fails after `within`,
+/// naming how many were.
+pub async fn wait_for_healthy_nodes(
+    client: &Client,
+    n: usize,
+    within: Duration,
+) -> Result<(), String> {
+    poll_until(
+        &format!("{n} HEALTHY nodes"),
+        within,
+        Duration::from_millis(50),
+        || async {
+            let nodes = crate::client::api::list_nodes(client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let healthy = nodes
+                .iter()
+                .filter(|node| node.status == crate::proto::NodeStatus::Healthy as i32)
+                .count();
+            if healthy >= n {
+                Ok(Some(()))
+            } else {
+                Err(format!("{healthy} of {n} nodes healthy"))
+            }
+        },
+    )
+    .await
+}
+
 /// What one controller said about the cluster.
 #[derive(Clone, Debug)]
 pub struct LeaderView {

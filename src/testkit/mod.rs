@@ -3,4 +3,6 @@
 
 pub mod local_cluster;
 
-pub use local_cluster::{ClusterSpec, LocalCluster, free_ports, poll_until};
+pub use local_cluster::{
+    ClusterSpec, LocalCluster, free_ports, poll_until, wait_for_healthy_nodes,
+};

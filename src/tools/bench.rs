@@ -30,8 +30,10 @@ use crate::console::out::{out, outln};
 use crate::console::signals;
 use crate::console::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
-use crate::proto::{ListTasksRequest, NodeStatus, SubmitTaskRequest, TaskConstraints, TaskStatus};
-use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use crate::proto::{ListTasksRequest, SubmitTaskRequest, TaskConstraints, TaskStatus};
+use crate::testkit::local_cluster::{
+    ClusterSpec, LocalCluster, poll_until, wait_for_healthy_nodes,
+};
 
 /// Flags of `mlcp bench`.
 #[derive(Debug, Args)]
@@ -142,7 +144,9 @@ async fn bench(args: &BenchArgs) -> Result<(), ToolError> {
     }
     let leader_addr = cluster.controllers[leader.pos].grpc.to_string();
     let client = cluster.client(Duration::from_secs(5));
-    wait_for_agents(&client, args.agents).await?;
+    wait_for_healthy_nodes(&client, args.agents, Duration::from_secs(30))
+        .await
+        .map_err(ToolError::Failed)?;
 
     eprintln!(
         "bench: end-to-end phase ({} echo tasks, {} agents)",
@@ -167,26 +171,6 @@ async fn leader_address(client: &Client) -> Result<String, ToolError> {
         return Err(ToolError::Failed("the cluster has no leader".into()));
     }
     Ok(status.leader_address)
-}
-
-async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), ToolError> {
-    poll_until(
-        "the bench agents",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async {
-            let nodes = commands::list_nodes(client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let healthy = nodes
-                .iter()
-                .filter(|n| n.status == NodeStatus::Healthy as i32)
-                .count();
-            Ok((healthy >= agents).then_some(()))
-        },
-    )
-    .await
-    .map_err(ToolError::Failed)
 }
 
 async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>, ToolError> {

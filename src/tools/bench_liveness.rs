@@ -43,7 +43,9 @@ use crate::console::table::Table;
 use crate::proto::node_service_client::NodeServiceClient;
 use crate::proto::task_service_client::TaskServiceClient;
 use crate::proto::{HeartbeatRequest, NodeCapacity, NodeStatus, SubmitTaskRequest, TaskStatus};
-use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use crate::testkit::local_cluster::{
+    ClusterSpec, LocalCluster, poll_until, wait_for_healthy_nodes,
+};
 
 /// Histogram range: 1 µs to 60 s, 3 significant digits.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -699,23 +701,9 @@ async fn start_failover_agents(
             .map_err(ToolError::io("starting an agent"))?;
     }
     let client = cluster.client(Duration::from_secs(10));
-    poll_until(
-        "both agents HEALTHY",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let nodes = commands::list_nodes(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let healthy = nodes
-                .iter()
-                .filter(|n| n.status == NodeStatus::Healthy as i32)
-                .count();
-            Ok((healthy >= names.len()).then_some(()))
-        },
-    )
-    .await
-    .map_err(ToolError::Failed)
+    wait_for_healthy_nodes(&client, names.len(), Duration::from_secs(30))
+        .await
+        .map_err(ToolError::Failed)
 }
 
 /// Submits one sleep task per agent slot; returns their ids.

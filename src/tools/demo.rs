@@ -26,8 +26,8 @@ use crate::console::signals;
 use crate::console::status::render_cluster_status;
 use crate::console::table::Table;
 use crate::proto::task_service_client::TaskServiceClient;
-use crate::proto::{NodeStatus, SubmitTaskRequest, Task, TaskStatus};
-use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, poll_until};
+use crate::proto::{SubmitTaskRequest, Task, TaskStatus};
+use crate::testkit::local_cluster::{ClusterSpec, LocalCluster, wait_for_healthy_nodes};
 
 /// Flags of `mlcp demo`.
 #[derive(Debug, Args)]
@@ -170,7 +170,9 @@ async fn start_cluster(
             .map_err(ToolError::io("starting an agent"))?;
     }
     let client = cluster.client(Duration::from_secs(5));
-    wait_for_agents(&client, args.agents).await?;
+    wait_for_healthy_nodes(&client, args.agents, STARTUP_WITHIN)
+        .await
+        .map_err(failed)?;
     outln!("{} {} agents registered and healthy", stamp(), args.agents);
     Ok(())
 }
@@ -252,30 +254,6 @@ fn report_verification(
             rows.len() - good
         )))
     }
-}
-
-async fn wait_for_agents(client: &Client, agents: usize) -> Result<(), ToolError> {
-    poll_until(
-        "every agent to register",
-        STARTUP_WITHIN,
-        Duration::from_millis(100),
-        || async {
-            let nodes = commands::list_nodes(client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let healthy = nodes
-                .iter()
-                .filter(|n| n.status == NodeStatus::Healthy as i32)
-                .count();
-            if healthy >= agents {
-                Ok(Some(()))
-            } else {
-                Err(format!("{healthy} of {agents} agents healthy"))
-            }
-        },
-    )
-    .await
-    .map_err(failed)
 }
 
 async fn submit(client: &Client, i: usize) -> Result<String, ToolError> {
